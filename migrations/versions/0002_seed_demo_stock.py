@@ -1,0 +1,28 @@
+"""Seed stock for the demo SKUs
+
+Revision ID: 0002
+Revises: 0001
+"""
+
+from collections.abc import Sequence
+
+from alembic import op
+
+revision: str = "0002"
+down_revision: str | Sequence[str] | None = "0001"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+SKUS = ("SKU-RED", "SKU-BLUE")
+
+
+def upgrade() -> None:
+    for sku in SKUS:
+        op.execute(
+            f"INSERT INTO inventory.stock (sku, quantity) VALUES ('{sku}', 1000) "
+            "ON CONFLICT (sku) DO NOTHING"
+        )
+
+
+def downgrade() -> None:
+    op.execute("DELETE FROM inventory.stock WHERE sku IN ('SKU-RED', 'SKU-BLUE')")

@@ -1,0 +1,1 @@
+"""A saga orchestrator for microservices on Kafka and PostgreSQL."""

@@ -1,0 +1,1 @@
+"""The REST api: start sagas and read them back."""

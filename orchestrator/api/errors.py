@@ -1,0 +1,68 @@
+"""Domain errors to HTTP answers, in one table. Nothing else in the api catches broadly."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from orchestrator.saga import errors
+
+log = structlog.get_logger(__name__)
+
+STATUS_OF: dict[type[errors.OrchestratorError], tuple[int, str]] = {
+    errors.SagaNotFoundError: (404, "saga_not_found"),
+    errors.UnknownSagaTypeError: (422, "unknown_saga_type"),
+    errors.InvalidSagaInputError: (422, "invalid_input"),
+    errors.InvalidTransitionError: (409, "invalid_transition"),
+    errors.ConcurrencyConflictError: (409, "conflict"),
+}
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": details or []}}
+    return JSONResponse(status_code=status, content=body)
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, errors.OrchestratorError)
+    for error_type in type(exc).__mro__:
+        if error_type in STATUS_OF:
+            status, code = STATUS_OF[error_type]
+            problems = exc.problems if isinstance(exc, errors.InvalidSagaInputError) else []
+            details = [dict(p) for p in problems]
+            return error_response(status, code, exc.message, details)
+    log.error("unmapped_error", error=repr(exc))
+    return error_response(500, "internal_error", "the orchestrator failed; see its log")
+
+
+async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    details = [
+        {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]}
+        for err in exc.errors()
+    ]
+    return error_response(422, "invalid_request", "the request is not valid", details)
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    return error_response(exc.status_code, "http_error", str(exc.detail))
+
+
+async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("request_failed", path=request.url.path)
+    return error_response(500, "internal_error", "the orchestrator failed; see its log")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(errors.OrchestratorError, _domain_error)
+    app.add_exception_handler(RequestValidationError, _invalid_request)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,84 @@
+"""Request and response bodies of the REST api."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import pydantic
+
+EXAMPLE_ORDER: dict[str, Any] = {
+    "orderId": "o-1",
+    "customerId": "c-1",
+    "items": [{"sku": "SKU-RED", "quantity": 2}],
+    "amount": "49.90",
+    "currency": "EUR",
+    "card": "4242424242424242",
+    "shippingAddress": {
+        "country": "DE",
+        "city": "Berlin",
+        "line1": "Main St 1",
+        "postalCode": "10115",
+    },
+}
+
+
+class StartSaga(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"type": "order", "input": EXAMPLE_ORDER}]}
+    )
+
+    type: str = pydantic.Field(min_length=1, max_length=128, description="the saga type")
+    input: dict[str, Any] = pydantic.Field(description="the saga type's input")
+    version: int | None = pydantic.Field(
+        default=None, ge=1, description="definition version; the newest when omitted"
+    )
+
+
+class SagaStarted(pydantic.BaseModel):
+    id: str
+    status: str
+
+
+class Step(pydantic.BaseModel):
+    name: str
+    status: str
+    attempt: int
+    compensation_attempt: int
+    deadline: datetime | None
+    next_attempt_at: datetime | None
+    result: dict[str, Any] | None
+    error: dict[str, Any] | None
+    updated_at: datetime
+
+
+class TimelineEntry(pydantic.BaseModel):
+    at: datetime
+    kind: str
+    step: str | None
+    detail: dict[str, Any]
+    message_id: str | None
+
+
+class SagaDetail(pydantic.BaseModel):
+    id: str
+    type: str
+    definition_version: int
+    status: str
+    input: dict[str, Any]
+    context: dict[str, Any]
+    steps: list[Step]
+    timeline: list[TimelineEntry]
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class ErrorBody(pydantic.BaseModel):
+    code: str
+    message: str
+    details: list[dict[str, Any]] = []
+
+
+class ErrorResponse(pydantic.BaseModel):
+    error: ErrorBody

@@ -1,0 +1,66 @@
+"""The composition root: the only place engines, producers and services are built."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+import uvicorn
+
+from orchestrator import sagas
+from orchestrator.api.app import create_app
+from orchestrator.service import SagaService
+from orchestrator.settings import Settings
+from orchestrator.store.queries import SqlSagaReader
+from orchestrator.store.unit_of_work import SqlUnitOfWork, create_engine
+from orchestrator.transport import consumer, faust_app, topics
+from orchestrator.transport.producer import Publisher
+from orchestrator.transport.relay import OutboxRelay
+
+log = structlog.get_logger(__name__)
+
+
+def build_service(settings: Settings, engine: Any) -> SagaService:
+    return SagaService(SqlUnitOfWork(engine), sagas.default_registry(), settings.topic)
+
+
+def run_api(settings: Settings, port: int | None = None) -> None:
+    engine = create_engine(settings.database_url, settings.db_pool_size)
+    app = create_app(
+        build_service(settings, engine), SqlSagaReader(engine), on_shutdown=engine.dispose
+    )
+    uvicorn.run(
+        app,
+        host=settings.api_host,
+        port=port or settings.api_port,
+        log_level="warning",
+        timeout_graceful_shutdown=10,
+    )
+
+
+def run_worker(settings: Settings) -> None:
+    asyncio.run(topics.ensure_topics(settings, sagas.PARTICIPANTS))
+    engine = create_engine(settings.database_url, settings.db_pool_size)
+    service = build_service(settings, engine)
+    publisher = Publisher(settings.kafka_bootstrap_servers, "saga-orchestrator")
+    relay = OutboxRelay(
+        engine, publisher, settings.relay_batch_size, settings.relay_idle_interval_s
+    )
+    app = faust_app.create_app(settings, f"{settings.topic_namespace}-orchestrator")
+
+    async def apply_reply(record: consumer.Consumed) -> None:
+        await consumer.apply(record, service.handle_reply, publisher)
+
+    faust_app.consume(app, settings.topic("replies"), apply_reply)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def relay_outbox() -> None:
+        log.info("outbox_relay_started")
+        await relay.run()
+
+    async def close() -> None:
+        await publisher.stop()
+        await engine.dispose()
+
+    faust_app.run(app, settings.log_level, on_stop=close)

@@ -1,0 +1,94 @@
+"""The saga's and the step's state machines. Illegal transitions raise: they are bugs."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from statemachine import State, StateChart
+from statemachine.exceptions import TransitionNotAllowed
+
+from orchestrator.saga.errors import InvalidTransitionError
+
+
+class SagaStatus(enum.StrEnum):
+    RUNNING = "running"
+    COMPENSATING = "compensating"
+    COMPLETED = "completed"
+    COMPENSATED = "compensated"
+    FAILED = "failed"
+
+
+FINAL_SAGA_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+
+
+class StepStatus(enum.StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    RETRY_WAIT = "retry_wait"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMED_OUT = "timed_out"
+    COMPENSATING = "compensating"
+    COMPENSATED = "compensated"
+
+
+class SagaMachine(StateChart[Any]):
+    allow_event_without_transition = False
+    catch_errors_as_events = False
+
+    running = State(initial=True, value=SagaStatus.RUNNING.value)
+    compensating = State(value=SagaStatus.COMPENSATING.value)
+    completed = State(final=True, value=SagaStatus.COMPLETED.value)
+    compensated = State(final=True, value=SagaStatus.COMPENSATED.value)
+    failed = State(value=SagaStatus.FAILED.value)
+
+    complete = running.to(completed)
+    compensate = running.to(compensating) | failed.to(compensating)
+    finish_compensation = compensating.to(compensated)
+    fail = running.to(failed) | compensating.to(failed)
+    resume = failed.to(running)
+
+
+class StepMachine(StateChart[Any]):
+    allow_event_without_transition = False
+    catch_errors_as_events = False
+
+    pending = State(initial=True, value=StepStatus.PENDING.value)
+    sent = State(value=StepStatus.SENT.value)
+    retry_wait = State(value=StepStatus.RETRY_WAIT.value)
+    succeeded = State(value=StepStatus.SUCCEEDED.value)
+    failed = State(final=True, value=StepStatus.FAILED.value)
+    timed_out = State(value=StepStatus.TIMED_OUT.value)
+    compensating = State(value=StepStatus.COMPENSATING.value)
+    compensated = State(final=True, value=StepStatus.COMPENSATED.value)
+
+    dispatch = pending.to(sent) | retry_wait.to(sent) | sent.to(sent) | timed_out.to(sent)
+    succeed = sent.to(succeeded)
+    fail = sent.to(failed)
+    wait_retry = sent.to(retry_wait) | timed_out.to(retry_wait)
+    time_out = sent.to(timed_out)
+    compensate = (
+        succeeded.to(compensating) | timed_out.to(compensating) | compensating.to(compensating)
+    )
+    finish_compensation = compensating.to(compensated)
+
+
+class _Holder:
+    """A model object for python-statemachine to read and write the status on."""
+
+    def __init__(self, status: str) -> None:
+        self.status = status
+
+
+def transition(machine: type[StateChart[Any]], status: str, event: str) -> str:
+    """Apply `event` to a machine in `status` and return the new status."""
+    holder = _Holder(status)
+    sm: Any = machine(model=holder, state_field="status")
+    try:
+        sm.send(event)
+    except TransitionNotAllowed as exc:
+        raise InvalidTransitionError(
+            f"{machine.__name__}: cannot {event} from {status!r}"
+        ) from exc
+    return str(holder.status)

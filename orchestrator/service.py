@@ -1,0 +1,84 @@
+"""Use cases: load, decide (in the pure core), store and enqueue, commit. One transaction each."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from orchestrator.ports import Publication, UnitOfWork
+from orchestrator.saga import messages
+from orchestrator.saga import saga as core
+from orchestrator.saga.definition import DefinitionRegistry
+from orchestrator.saga.errors import SagaNotFoundError
+
+log = structlog.get_logger(__name__)
+
+
+class SystemClock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class ReplyOutcome(enum.StrEnum):
+    APPLIED = "applied"
+    DUPLICATE = "duplicate"
+
+
+class SagaService:
+    def __init__(
+        self,
+        uow: UnitOfWork,
+        registry: DefinitionRegistry,
+        topic_of: Callable[[str], str],
+        clock: SystemClock | None = None,
+    ) -> None:
+        self._uow = uow
+        self._registry = registry
+        self._topic_of = topic_of
+        self._clock = clock or SystemClock()
+
+    async def start_saga(
+        self, saga_type: str, raw_input: Mapping[str, Any], version: int | None = None
+    ) -> core.Saga:
+        definition = self._registry.get(saga_type, version)
+        saga_input = definition.validate_input(raw_input)
+        now = self._clock.now()
+        decision = core.start(definition, messages.new_id(), saga_input, now)
+        async with self._uow.transaction() as store:
+            await store.insert(decision.saga, now)
+            await self._record(store, decision, now)
+        log.info("saga_started", saga_id=decision.saga.id, saga_type=saga_type)
+        return decision.saga
+
+    async def handle_reply(self, reply: messages.Message) -> ReplyOutcome:
+        now = self._clock.now()
+        async with self._uow.transaction() as store:
+            if not await store.mark_processed(reply.message_id, reply.saga_id):
+                log.info("duplicate_reply_ignored", message_id=reply.message_id)
+                return ReplyOutcome.DUPLICATE
+            saga = await store.load(reply.saga_id, for_update=True)
+            if saga is None:
+                raise SagaNotFoundError(f"no saga has id {reply.saga_id}")
+            definition = self._registry.get(saga.type, saga.definition_version)
+            decision = core.handle_reply(saga, definition, reply, now)
+            await store.update(decision.saga, now)
+            await self._record(store, decision, now)
+        log.info(
+            "reply_applied",
+            saga_id=reply.saga_id,
+            step=reply.step,
+            message_id=reply.message_id,
+            outcome=reply.payload.get("outcome"),
+            saga_status=decision.saga.status.value,
+        )
+        return ReplyOutcome.APPLIED
+
+    async def _record(self, store: Any, decision: core.Decision, now: datetime) -> None:
+        publications = [
+            Publication(self._topic_of(out.channel), out.message) for out in decision.outgoing
+        ]
+        await store.append(decision.saga.id, decision.timeline, publications, now)

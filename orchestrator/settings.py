@@ -1,0 +1,62 @@
+"""Settings: one frozen object read once from SAGA_* variables (and `.env` for what is unset)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pydantic
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from orchestrator.saga.errors import OrchestratorError
+
+
+class SettingsError(OrchestratorError):
+    """The configuration is not valid."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="SAGA_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    database_url: str = pydantic.Field(
+        description="SQLAlchemy URL of PostgreSQL, e.g. postgresql+psycopg://u:p@host:5432/db"
+    )
+    kafka_bootstrap_servers: str = pydantic.Field(description="host:port[,host:port...]")
+    topic_namespace: str = pydantic.Field(default="saga", pattern=r"^[A-Za-z0-9_-]+$")
+    topic_partitions: int = pydantic.Field(default=8, ge=1, le=1024)
+    api_host: str = "127.0.0.1"
+    api_port: int = pydantic.Field(default=8000, ge=1, le=65535)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["console", "json"] = "console"
+    db_pool_size: int = pydantic.Field(default=10, ge=1, le=100)
+    relay_batch_size: int = pydantic.Field(default=500, ge=1, le=10_000)
+    relay_idle_interval_s: float = pydantic.Field(default=0.05, gt=0, le=10)
+    payment_limit: str = pydantic.Field(default="10000.00", pattern=r"^[0-9]+(\.[0-9]{1,2})?$")
+
+    @pydantic.field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str) -> str:
+        if not value.startswith(("postgresql://", "postgresql+psycopg://")):
+            raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
+        return value.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    def topic(self, channel: str) -> str:
+        """The Kafka topic of a channel: a participant's commands, replies or events."""
+        if channel in ("replies", "events"):
+            return f"{self.topic_namespace}.{channel}"
+        return f"{self.topic_namespace}.{channel}.commands"
+
+
+def load_settings() -> Settings:
+    try:
+        return Settings()
+    except pydantic.ValidationError as exc:
+        lines = [
+            f"  SAGA_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"
+            for err in exc.errors(include_url=False)
+        ]
+        raise SettingsError(
+            "invalid configuration (set it in the environment or in .env; "
+            "`make services` writes one):\n" + "\n".join(lines)
+        ) from None

@@ -1,0 +1,1 @@
+"""PostgreSQL adapters: tables, the saga store and the unit of work."""

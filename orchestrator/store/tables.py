@@ -1,0 +1,99 @@
+"""The orchestrator's tables, on one MetaData with named constraints."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+
+_now = sa.text("now()")
+
+saga = sa.Table(
+    "saga",
+    metadata,
+    sa.Column("id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("type", sa.Text, nullable=False),
+    sa.Column("definition_version", sa.Integer, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("input", pg.JSONB, nullable=False),
+    sa.Column("context", pg.JSONB, nullable=False),
+    sa.Column("idempotency_key", sa.Text, nullable=True, unique=True),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.CheckConstraint(
+        "status IN ('running', 'compensating', 'completed', 'compensated', 'failed')",
+        name="status_known",
+    ),
+    sa.Index(None, "status", "updated_at"),
+    sa.Index(None, "created_at", "id"),
+)
+
+saga_step = sa.Table(
+    "saga_step",
+    metadata,
+    sa.Column(
+        "saga_id",
+        pg.UUID(as_uuid=False),
+        sa.ForeignKey("saga.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("name", sa.Text, primary_key=True),
+    sa.Column("position", sa.Integer, nullable=False),
+    sa.Column("status", sa.Text, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("compensation_attempt", sa.Integer, nullable=False),
+    sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("result", pg.JSONB, nullable=True),
+    sa.Column("error", pg.JSONB, nullable=True),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+)
+
+saga_timeline = sa.Table(
+    "saga_timeline",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column(
+        "saga_id",
+        pg.UUID(as_uuid=False),
+        sa.ForeignKey("saga.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    sa.Column("at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("kind", sa.Text, nullable=False),
+    sa.Column("step", sa.Text, nullable=True),
+    sa.Column("detail", pg.JSONB, nullable=False),
+    sa.Column("message_id", pg.UUID(as_uuid=False), nullable=True),
+    sa.Index(None, "saga_id", "id"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("id", sa.BigInteger, sa.Identity(always=True), primary_key=True),
+    sa.Column("topic", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("headers", pg.JSONB, nullable=False),
+    sa.Column("value", sa.LargeBinary, nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index("ix_outbox_unpublished", "id", postgresql_where=sa.text("published_at IS NULL")),
+)
+
+processed_message = sa.Table(
+    "processed_message",
+    metadata,
+    sa.Column("message_id", pg.UUID(as_uuid=False), primary_key=True),
+    sa.Column("saga_id", pg.UUID(as_uuid=False), nullable=False),
+    sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+)

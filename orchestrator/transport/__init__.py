@@ -1,0 +1,1 @@
+"""Kafka adapters: the wire codec, topic administration, the outbox relay and consumers."""

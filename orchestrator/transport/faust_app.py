@@ -1,0 +1,63 @@
+"""The faust-streaming application shell shared by the worker and the participants."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import faust
+
+from orchestrator.settings import Settings
+from orchestrator.transport.consumer import Consumed
+
+
+def create_app(settings: Settings, app_id: str) -> faust.App:
+    brokers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(","))
+    return faust.App(
+        app_id,
+        broker=brokers,
+        key_serializer="raw",
+        value_serializer="raw",
+        web_enabled=False,
+        topic_disable_leader=True,
+        topic_allow_declare=False,
+        topic_partitions=settings.topic_partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_every=100,
+        broker_commit_interval=0.5,
+        stream_wait_empty=True,
+        producer_acks=-1,
+    )
+
+
+def consume(app: faust.App, topic_name: str, apply: Callable[[Consumed], Awaitable[None]]) -> None:
+    """Run `apply` on every record of a topic, one at a time per partition.
+
+    faust acknowledges a record when the loop takes the next one, and commits acknowledged
+    offsets only: an offset is committed after `apply` (and its database commit) returned.
+    """
+    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
+
+    async def agent(stream: Any) -> None:
+        async for event in stream.events():
+            m = event.message
+            await apply(
+                Consumed(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or []))
+            )
+
+    agent.__name__ = agent.__qualname__ = "consume_" + topic_name.replace(".", "_")
+    app.agent(topic, name=agent.__name__)(agent)
+
+
+def run(app: faust.App, log_level: str, on_stop: Callable[[], Awaitable[None]]) -> None:
+    """Run the app until SIGTERM or SIGINT; `on_stop` runs once the consumer has stopped."""
+
+    async def stopped(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await on_stop()
+
+    shutdown_signal: Any = app.on_before_shutdown
+    shutdown_signal.connect(stopped, weak=False)
+    asyncio.set_event_loop(asyncio.new_event_loop())
+    worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()

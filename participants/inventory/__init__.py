@@ -1,0 +1,1 @@
+"""Inventory: reserves stock per SKU and releases it."""

@@ -1,0 +1,88 @@
+"""Reserve stock for every item of an order, or none; release a reservation."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orchestrator.saga import messages
+from participants.inventory.tables import inbox, ledger, reservation, stock
+from participants.kit.participant import Participant, Result, refused, succeeded
+
+
+async def reserve(conn: AsyncConnection, command: messages.Message) -> Result:
+    wanted: Counter[str] = Counter()
+    for item in command.payload["items"]:
+        wanted[item["sku"]] += int(item["quantity"])
+    skus = sorted(wanted)  # lock rows in one order everywhere: no deadlocks
+    rows = await conn.execute(
+        sa.select(stock.c.sku, stock.c.quantity)
+        .where(stock.c.sku.in_(skus))
+        .order_by(stock.c.sku)
+        .with_for_update()
+    )
+    available = {r.sku: r.quantity for r in rows}
+    for sku in skus:
+        if sku not in available:
+            return refused("unknown_sku", f"no stock is kept for {sku}")
+        if available[sku] < wanted[sku]:
+            return refused(
+                "insufficient_stock", f"{sku}: {wanted[sku]} wanted, {available[sku]} in stock"
+            )
+    for sku in skus:
+        await conn.execute(
+            stock.update()
+            .where(stock.c.sku == sku)
+            .values(quantity=stock.c.quantity - wanted[sku], updated_at=sa.func.now())
+        )
+    await conn.execute(
+        reservation.insert(),
+        [
+            {
+                "saga_id": command.saga_id,
+                "sku": sku,
+                "order_id": command.payload["orderId"],
+                "quantity": wanted[sku],
+                "status": "reserved",
+            }
+            for sku in skus
+        ],
+    )
+    return succeeded(reservationId=command.saga_id)
+
+
+async def release(conn: AsyncConnection, command: messages.Message) -> Result:
+    held = await conn.execute(
+        reservation.update()
+        .where(reservation.c.saga_id == command.saga_id, reservation.c.status == "reserved")
+        .values(status="released")
+        .returning(reservation.c.sku, reservation.c.quantity)
+    )
+    for sku, quantity in sorted(held.all()):
+        await conn.execute(
+            stock.update()
+            .where(stock.c.sku == sku)
+            .values(quantity=stock.c.quantity + quantity, updated_at=sa.func.now())
+        )
+    return succeeded()
+
+
+async def restock(conn: AsyncConnection, sku: str, quantity: int) -> None:
+    stmt = insert(stock).values(sku=sku, quantity=quantity)
+    await conn.execute(
+        stmt.on_conflict_do_update(
+            index_elements=[stock.c.sku], set_={"quantity": quantity, "updated_at": sa.func.now()}
+        )
+    )
+
+
+PARTICIPANT = Participant(
+    name="inventory",
+    inbox=inbox,
+    ledger=ledger,
+    actions={"inventory.reserve": reserve},
+    compensations={"inventory.release": release},
+)

@@ -1,0 +1,1 @@
+"""The runtime every participant shares: inbox, tombstones, replies."""

@@ -1,0 +1,1 @@
+"""Payment: charges a card and refunds the charge."""

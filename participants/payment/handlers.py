@@ -1,0 +1,73 @@
+"""Charge a card (declining the test card and amounts over the limit); refund a charge."""
+
+from __future__ import annotations
+
+import uuid
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orchestrator.saga import messages
+from participants.kit.participant import Participant, Result, refused, succeeded
+from participants.payment.tables import charge, inbox, ledger, refund
+
+DECLINED_CARD = "4000000000000002"
+
+
+def make_participant(limit: Decimal) -> Participant:
+    async def charge_card(conn: AsyncConnection, command: messages.Message) -> Result:
+        p = command.payload
+        amount = Decimal(str(p["amount"]))
+        if p["card"] == DECLINED_CARD:
+            return refused("card_declined", "the card was declined")
+        if amount > limit:
+            return refused("amount_over_limit", f"{amount} is above the limit of {limit}")
+        charge_id = str(uuid.uuid4())
+        await conn.execute(
+            charge.insert().values(
+                id=charge_id,
+                saga_id=command.saga_id,
+                order_id=p["orderId"],
+                customer_id=p["customerId"],
+                amount=amount,
+                currency=p["currency"],
+                card_last4=p["card"][-4:],
+                status="captured",
+            )
+        )
+        return succeeded(chargeId=charge_id)
+
+    async def refund_charge(conn: AsyncConnection, command: messages.Message) -> Result:
+        captured = (
+            await conn.execute(
+                charge.update()
+                .where(charge.c.saga_id == command.saga_id, charge.c.status == "captured")
+                .values(status="refunded")
+                .returning(charge.c.id, charge.c.amount)
+            )
+        ).first()
+        if captured is not None:
+            await conn.execute(
+                refund.insert().values(
+                    id=str(uuid.uuid4()), charge_id=captured.id, amount=captured.amount
+                )
+            )
+        return succeeded()
+
+    return Participant(
+        name="payment",
+        inbox=inbox,
+        ledger=ledger,
+        actions={"payment.charge": charge_card},
+        compensations={"payment.refund": refund_charge},
+    )
+
+
+async def net_charged(conn: AsyncConnection) -> Decimal:
+    total = await conn.scalar(
+        sa.select(sa.func.coalesce(sa.func.sum(charge.c.amount), 0)).where(
+            charge.c.status == "captured"
+        )
+    )
+    return Decimal(total or 0)

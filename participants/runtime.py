@@ -1,0 +1,34 @@
+"""Runs one participant as a faust-streaming worker on its command topic."""
+
+from __future__ import annotations
+
+import asyncio
+
+from orchestrator import sagas
+from orchestrator.settings import Settings
+from orchestrator.store.unit_of_work import create_engine
+from orchestrator.transport import consumer, faust_app, topics
+from orchestrator.transport.producer import Publisher
+from participants.kit.participant import CommandProcessor
+from participants.registry import participant
+
+
+def run_worker(settings: Settings, name: str) -> None:
+    asyncio.run(topics.ensure_topics(settings, sagas.PARTICIPANTS))
+    engine = create_engine(settings.database_url, 4)
+    publisher = Publisher(settings.kafka_bootstrap_servers, f"saga-participant-{name}")
+    processor = CommandProcessor(
+        participant(name, settings), engine, publisher, settings.topic("replies")
+    )
+    app = faust_app.create_app(settings, f"{settings.topic_namespace}-participant-{name}")
+
+    async def apply_command(record: consumer.Consumed) -> None:
+        await consumer.apply(record, processor.process, publisher)
+
+    faust_app.consume(app, settings.topic(name), apply_command)
+
+    async def close() -> None:
+        await publisher.stop()
+        await engine.dispose()
+
+    faust_app.run(app, settings.log_level, on_stop=close)

@@ -1,0 +1,1 @@
+"""Shipping: creates a shipment and cancels it."""

@@ -1,0 +1,53 @@
+"""Create a shipment (not to unsupported countries); cancel it."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from orchestrator.saga import messages
+from participants.kit.participant import Participant, Result, refused, succeeded
+from participants.shipping.tables import inbox, ledger, shipment
+
+UNSUPPORTED_COUNTRIES = frozenset({"AQ"})
+
+
+async def create(conn: AsyncConnection, command: messages.Message) -> Result:
+    address = command.payload["address"]
+    if address["country"] in UNSUPPORTED_COUNTRIES:
+        return refused(
+            "unsupported_destination", f"we do not ship to country {address['country']}"
+        )
+    shipment_id = str(uuid.uuid4())
+    await conn.execute(
+        shipment.insert().values(
+            id=shipment_id,
+            saga_id=command.saga_id,
+            order_id=command.payload["orderId"],
+            country=address["country"],
+            city=address["city"],
+            line1=address["line1"],
+            postal_code=address["postalCode"],
+            status="created",
+        )
+    )
+    return succeeded(shipmentId=shipment_id)
+
+
+async def cancel(conn: AsyncConnection, command: messages.Message) -> Result:
+    await conn.execute(
+        shipment.update()
+        .where(shipment.c.saga_id == command.saga_id, shipment.c.status == "created")
+        .values(status="cancelled")
+    )
+    return succeeded()
+
+
+PARTICIPANT = Participant(
+    name="shipping",
+    inbox=inbox,
+    ledger=ledger,
+    actions={"shipping.create": create},
+    compensations={"shipping.cancel": cancel},
+)

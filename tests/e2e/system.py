@@ -1,0 +1,184 @@
+"""The whole system as OS processes on a database and topic namespace of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import psycopg
+from aiokafka.admin import AIOKafkaAdminClient
+
+from orchestrator.store import migrate
+
+FINAL = {"completed", "compensated", "failed"}
+T = TypeVar("T")
+
+
+def wait_for(
+    probe: Callable[[], T | None], timeout_s: float, what: str, interval_s: float = 0.1
+) -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"gave up after {timeout_s}s waiting for {what}")
+        time.sleep(interval_s)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+class System:
+    """api + worker + three participants, started as the user would start them."""
+
+    def __init__(self, database_url: str, kafka: str, workdir: Path) -> None:
+        suffix = uuid.uuid4().hex[:10]
+        self.admin_url = _plain(database_url)
+        self.db_name = f"saga_test_{suffix}"
+        self.database_url = database_url.rsplit("/", 1)[0] + "/" + self.db_name
+        self.kafka = kafka
+        self.namespace = f"t{suffix}"
+        self.port = free_port()
+        self.workdir = workdir
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.env = {
+            **os.environ,
+            "SAGA_DATABASE_URL": self.database_url,
+            "SAGA_KAFKA_BOOTSTRAP_SERVERS": kafka,
+            "SAGA_TOPIC_NAMESPACE": self.namespace,
+            "SAGA_TOPIC_PARTITIONS": "4",
+            "SAGA_API_PORT": str(self.port),
+            "SAGA_LOG_FORMAT": "json",
+            "PYTHONUNBUFFERED": "1",
+        }
+        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def create_database(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.db_name}"')
+        migrate.upgrade(self.database_url)
+
+    def drop_database(self) -> None:
+        with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+
+    def start(self, name: str, *args: str) -> None:
+        with (self.workdir / f"{name}.log").open("ab") as log:
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def start_all(self) -> None:
+        self.start("api", "orchestrator", "api")
+        self.start("worker", "orchestrator", "worker")
+        for participant in ("inventory", "payment", "shipping"):
+            self.start(participant, "participants", "worker", participant)
+        wait_for(self._api_healthy, 30, "the api to answer /health")
+
+    def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15) -> None:
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            process.send_signal(sig)
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+    def stop_all(self) -> None:
+        for name in list(self.processes):
+            self.stop(name)
+        self.api.close()
+
+    def delete_topics(self) -> None:
+        async def delete() -> None:
+            admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka.split(","))
+            await admin.start()
+            try:
+                mine = [t for t in await admin.list_topics() if t.startswith(self.namespace + ".")]
+                if mine:
+                    await admin.delete_topics(mine)
+            finally:
+                await admin.close()
+
+        asyncio.run(delete())
+
+    def logs(self) -> str:
+        return "\n".join(
+            f"--- {p.name} ---\n" + p.read_text(errors="replace")[-4000:]
+            for p in sorted(self.workdir.glob("*.log"))
+        )
+
+    def _api_healthy(self) -> bool:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.logs()}")
+        try:
+            return self.api.get("/health").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    # -- what a user does and checks -------------------------------------------------------
+
+    def start_saga(self, saga_input: dict[str, Any]) -> str:
+        response = self.api.post("/sagas", json={"type": "order", "input": saga_input})
+        assert response.status_code == 202, response.text
+        saga_id: str = response.json()["id"]
+        return saga_id
+
+    def saga(self, saga_id: str) -> dict[str, Any]:
+        response = self.api.get(f"/sagas/{saga_id}")
+        assert response.status_code == 200, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def wait_final(self, saga_id: str, timeout_s: float = 60) -> dict[str, Any]:
+        def final() -> dict[str, Any] | None:
+            saga = self.saga(saga_id)
+            return saga if saga["status"] in FINAL else None
+
+        try:
+            return wait_for(final, timeout_s, f"saga {saga_id} to finish", interval_s=0.1)
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.saga(saga_id)}\n{self.logs()}") from None
+
+    @contextmanager
+    def sql(self) -> Iterator[psycopg.Connection[Any]]:
+        with psycopg.connect(_plain(self.database_url), autocommit=True) as conn:
+            yield conn
+
+    def scalar(self, query: str, *params: Any) -> Any:
+        with self.sql() as conn:
+            row = conn.execute(query, params).fetchone()
+            return row[0] if row else None
+
+    def restock(self, sku: str, quantity: int) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "participants", "inventory", "restock", sku, str(quantity)],
+            env=self.env,
+            check=True,
+            capture_output=True,
+        )
+
+
+def _plain(url: str) -> str:
+    return url.replace("postgresql+psycopg://", "postgresql://", 1)
