@@ -1,0 +1,50 @@
+# Everything a fresh machine needs is installed by these targets.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+
+.PHONY: help install services migrate demo up down test unit e2e lint format stop
+
+help:
+	@echo "make demo      install, start PostgreSQL + Kafka + the services, run two orders"
+	@echo "make test      install, start PostgreSQL + Kafka, lint, run every test"
+	@echo "make services  start PostgreSQL and Kafka only (writes .env)"
+	@echo "make stop      stop the services, PostgreSQL and Kafka"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev]"
+	touch $@
+
+services:
+	deploy/local/services start
+
+migrate: install services
+	$(BIN)/orchestrator migrate
+	$(BIN)/orchestrator topics
+
+demo: migrate
+	$(BIN)/python deploy/local/demo.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+unit: install
+	$(BIN)/pytest tests/unit
+
+test: install services lint
+	$(BIN)/pytest
+
+stop:
+	-@[ -x $(BIN)/python ] && $(BIN)/python deploy/local/processes.py stop
+	deploy/local/services stop
