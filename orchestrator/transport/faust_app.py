@@ -59,5 +59,7 @@ def run(app: faust.App, log_level: str, on_stop: Callable[[], Awaitable[None]]) 
     shutdown_signal: Any = app.on_before_shutdown
     shutdown_signal.connect(stopped, weak=False)
     asyncio.set_event_loop(asyncio.new_event_loop())
-    worker = faust.Worker(app, loglevel=log_level.upper(), quiet=True, redirect_stdouts=False)
+    # faust narrates every rebalance at INFO; our own structured events say what matters.
+    faust_level = "DEBUG" if log_level == "debug" else "WARNING"
+    worker = faust.Worker(app, loglevel=faust_level, quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()

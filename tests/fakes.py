@@ -1,0 +1,70 @@
+"""In-memory stand-ins for the ports, for testing the use cases without I/O."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from datetime import datetime
+
+from orchestrator.ports import Publication
+from orchestrator.saga.errors import ConcurrencyConflictError
+from orchestrator.saga.saga import Saga, TimelineEntry
+
+
+class FakeStore:
+    """One transaction's view; its writes reach the shared state only on commit."""
+
+    def __init__(self, db: FakeDatabase) -> None:
+        self._db = db
+        self.sagas = copy.deepcopy(db.sagas)
+        self.processed = set(db.processed)
+        self.timeline: list[tuple[str, TimelineEntry]] = []
+        self.outbox: list[Publication] = []
+
+    async def mark_processed(self, message_id: str, saga_id: str) -> bool:
+        if message_id in self.processed:
+            return False
+        self.processed.add(message_id)
+        return True
+
+    async def load(self, saga_id: str, *, for_update: bool) -> Saga | None:
+        saga = self.sagas.get(saga_id)
+        return copy.deepcopy(saga) if saga else None
+
+    async def insert(self, saga: Saga, now: datetime) -> None:
+        saga.version = 1
+        self.sagas[saga.id] = copy.deepcopy(saga)
+
+    async def update(self, saga: Saga, now: datetime) -> None:
+        if self._db.sagas[saga.id].version != saga.version:
+            raise ConcurrencyConflictError(f"saga {saga.id} changed")
+        saga.version += 1
+        self.sagas[saga.id] = copy.deepcopy(saga)
+
+    async def append(
+        self,
+        saga_id: str,
+        timeline: Sequence[TimelineEntry],
+        publications: Sequence[Publication],
+        now: datetime,
+    ) -> None:
+        self.timeline += [(saga_id, e) for e in timeline]
+        self.outbox += publications
+
+
+class FakeDatabase:
+    def __init__(self) -> None:
+        self.sagas: dict[str, Saga] = {}
+        self.processed: set[str] = set()
+        self.timeline: list[tuple[str, TimelineEntry]] = []
+        self.outbox: list[Publication] = []
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[FakeStore]:
+        store = FakeStore(self)
+        yield store  # an exception here discards the store: a rollback
+        self.sagas = store.sagas
+        self.processed = store.processed
+        self.timeline += store.timeline
+        self.outbox += store.outbox
