@@ -8,7 +8,7 @@ from typing import Any
 import structlog
 import uvicorn
 
-from orchestrator import sagas
+from orchestrator import sagas, scheduler
 from orchestrator.api.app import create_app
 from orchestrator.service import SagaService
 from orchestrator.settings import Settings
@@ -58,6 +58,11 @@ def run_worker(settings: Settings) -> None:
     async def relay_outbox() -> None:
         log.info("outbox_relay_started")
         await relay.run()
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def fire_timers() -> None:
+        log.info("timers_started")
+        await scheduler.run_timers(service, settings.timer_interval_s)
 
     async def close() -> None:
         await publisher.stop()

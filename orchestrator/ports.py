@@ -26,6 +26,9 @@ class SagaStore(Protocol):
     async def mark_processed(self, message_id: str, saga_id: str) -> bool:
         """Record that a message was applied; False when it already was."""
 
+    async def claim_due(self, now: datetime, limit: int) -> list[str]:
+        """Lock and return sagas whose wake time has come, skipping those locked elsewhere."""
+
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None: ...
 
     async def insert(self, saga: Saga, now: datetime) -> None: ...

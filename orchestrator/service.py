@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from orchestrator.ports import Publication, UnitOfWork
+from orchestrator.ports import Clock, Publication, SagaStore, UnitOfWork
 from orchestrator.saga import messages
 from orchestrator.saga import saga as core
 from orchestrator.saga.definition import DefinitionRegistry
@@ -34,7 +34,7 @@ class SagaService:
         uow: UnitOfWork,
         registry: DefinitionRegistry,
         topic_of: Callable[[str], str],
-        clock: SystemClock | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._uow = uow
         self._registry = registry
@@ -77,7 +77,26 @@ class SagaService:
         )
         return ReplyOutcome.APPLIED
 
-    async def _record(self, store: Any, decision: core.Decision, now: datetime) -> None:
+    async def fire_timers(self, limit: int = 100) -> int:
+        """Fire the deadlines and retries that are due, for up to `limit` sagas at once.
+
+        Any number of workers may call this together: each saga is claimed by one of them.
+        """
+        now = self._clock.now()
+        async with self._uow.transaction() as store:
+            due = await store.claim_due(now, limit)
+            for saga_id in due:
+                saga = await store.load(saga_id, for_update=True)
+                assert saga is not None, "claimed under lock"
+                definition = self._registry.get(saga.type, saga.definition_version)
+                decision = core.handle_timers(saga, definition, now)
+                await store.update(decision.saga, now)
+                await self._record(store, decision, now)
+                for entry in decision.timeline:
+                    log.info(entry.kind, saga_id=saga_id, step=entry.step)
+        return len(due)
+
+    async def _record(self, store: SagaStore, decision: core.Decision, now: datetime) -> None:
         publications = [
             Publication(self._topic_of(out.channel), out.message) for out in decision.outgoing
         ]

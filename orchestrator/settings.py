@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     db_pool_size: int = pydantic.Field(default=10, ge=1, le=100)
     relay_batch_size: int = pydantic.Field(default=500, ge=1, le=10_000)
     relay_idle_interval_s: float = pydantic.Field(default=0.05, gt=0, le=10)
+    timer_interval_s: float = pydantic.Field(default=0.1, gt=0, le=60)
     payment_limit: str = pydantic.Field(default="10000.00", pattern=r"^[0-9]+(\.[0-9]{1,2})?$")
 
     @pydantic.field_validator("database_url")

@@ -28,6 +28,12 @@ class FakeStore:
         self.processed.add(message_id)
         return True
 
+    async def claim_due(self, now: datetime, limit: int) -> list[str]:
+        due = sorted(
+            (s.wake_at, s.id) for s in self.sagas.values() if s.wake_at and s.wake_at <= now
+        )
+        return [saga_id for _, saga_id in due[:limit]]
+
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None:
         saga = self.sagas.get(saga_id)
         return copy.deepcopy(saga) if saga else None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
@@ -15,11 +16,34 @@ InputValidator = Callable[[Mapping[str, Any]], Payload]
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class RetryPolicy:
+    """How often and how fast an action or a compensation is tried again.
+
+    The delay before attempt n+1 is initial_backoff_s * multiplier**(n-1), capped at
+    max_backoff_s, spread by +/- jitter (a fraction) so that retries of many sagas do not
+    arrive together.
+    """
+
     max_attempts: int = 3
+    initial_backoff_s: float = 0.5
+    multiplier: float = 2.0
+    max_backoff_s: float = 30.0
+    jitter: float = 0.2
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
             raise InvalidDefinitionError("max_attempts must be at least 1")
+        if self.initial_backoff_s < 0 or self.max_backoff_s < self.initial_backoff_s:
+            raise InvalidDefinitionError("backoff must satisfy 0 <= initial <= max")
+        if self.multiplier < 1 or not 0 <= self.jitter < 1:
+            raise InvalidDefinitionError("multiplier must be >= 1 and jitter in [0, 1)")
+
+    def backoff_s(self, attempt: int, seed: str) -> float:
+        """The delay after failed attempt `attempt`; the jitter is derived from `seed`, so
+        the same saga step always gets the same delay (replays stay deterministic)."""
+        base = min(self.initial_backoff_s * self.multiplier ** (attempt - 1), self.max_backoff_s)
+        digest = hashlib.blake2b(f"{seed}:{attempt}".encode(), digest_size=4).digest()
+        spread = int.from_bytes(digest) / 0xFFFFFFFF * 2 - 1
+        return max(0.0, base * (1 + self.jitter * spread))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -38,8 +62,10 @@ class Step:
     build_compensation: PayloadBuilder | None = None
     timeout_s: float = 30.0
     retry: RetryPolicy = RetryPolicy()
+    compensation_timeout_s: float = 30.0
     compensation_retry: RetryPolicy = RetryPolicy(max_attempts=5)
     pivot: bool = False
+    group: str | None = None
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -59,6 +85,12 @@ class SagaDefinition:
     def pivot_index(self) -> int | None:
         return next((i for i, s in enumerate(self.steps) if s.pivot), None)
 
+    def members(self, step: Step) -> list[Step]:
+        """The steps sent together with `step`: its parallel group, or itself."""
+        if step.group is None:
+            return [step]
+        return [s for s in self.steps if s.group == step.group]
+
     def validate(self, participants: Iterable[str] | None = None) -> None:
         if not self.steps:
             raise InvalidDefinitionError(f"saga {self.name!r} has no steps")
@@ -68,6 +100,7 @@ class SagaDefinition:
             raise InvalidDefinitionError(f"saga {self.name!r} repeats step names {duplicates}")
         if sum(s.pivot for s in self.steps) > 1:
             raise InvalidDefinitionError(f"saga {self.name!r} has more than one pivot step")
+        self._validate_groups()
         known = set(participants) if participants is not None else None
         last_compensable = self.pivot_index if self.pivot_index is not None else len(self.steps)
         for index, step in enumerate(self.steps):
@@ -80,6 +113,27 @@ class SagaDefinition:
                 raise InvalidDefinitionError(
                     f"step {step.name!r} of saga {self.name!r} runs before the pivot "
                     "and needs a compensation"
+                )
+
+    def _validate_groups(self) -> None:
+        closed: set[str] = set()
+        previous: str | None = None
+        for step in self.steps:
+            if step.pivot and step.group is not None:
+                raise InvalidDefinitionError(
+                    f"step {step.name!r} of saga {self.name!r}: a pivot cannot be in a group"
+                )
+            if step.group != previous and previous is not None:
+                closed.add(previous)
+            if step.group in closed:
+                raise InvalidDefinitionError(
+                    f"saga {self.name!r}: the steps of group {step.group!r} must be adjacent"
+                )
+            previous = step.group
+        for step in self.steps:
+            if not step.name or step.timeout_s <= 0 or step.compensation_timeout_s <= 0:
+                raise InvalidDefinitionError(
+                    f"step {step.name!r} of saga {self.name!r} needs a name and positive timeouts"
                 )
 
 

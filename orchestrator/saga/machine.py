@@ -63,13 +63,18 @@ class StepMachine(StateChart[Any]):
     compensating = State(value=StepStatus.COMPENSATING.value)
     compensated = State(final=True, value=StepStatus.COMPENSATED.value)
 
-    dispatch = pending.to(sent) | retry_wait.to(sent) | sent.to(sent) | timed_out.to(sent)
-    succeed = sent.to(succeeded)
+    dispatch = pending.to(sent) | retry_wait.to(sent)
+    succeed = sent.to(succeeded) | retry_wait.to(succeeded) | timed_out.to(succeeded)
     fail = sent.to(failed)
     wait_retry = sent.to(retry_wait) | timed_out.to(retry_wait)
     time_out = sent.to(timed_out)
+    # compensating -> compensating resends a compensation that failed or got no reply
     compensate = (
-        succeeded.to(compensating) | timed_out.to(compensating) | compensating.to(compensating)
+        succeeded.to(compensating)
+        | timed_out.to(compensating)
+        | sent.to(compensating)
+        | retry_wait.to(compensating)
+        | compensating.to(compensating)
     )
     finish_compensation = compensating.to(compensated)
 

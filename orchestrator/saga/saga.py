@@ -1,7 +1,8 @@
 """The saga aggregate and its decisions: (state, event) -> (new state, messages, timeline).
 
 Every function here is pure: time comes in as an argument, nothing is read or written
-outside the objects passed in and returned.
+outside the objects passed in and returned. Three kinds of event move a saga: a reply from
+a participant, the clock passing a deadline or a retry time, and an operator's action.
 """
 
 from __future__ import annotations
@@ -9,11 +10,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.saga import messages
-from orchestrator.saga.definition import SagaDefinition, Step
+from orchestrator.saga.definition import PayloadBuilder, SagaDefinition, Step
 from orchestrator.saga.machine import (
     SagaMachine,
     SagaStatus,
@@ -24,6 +25,13 @@ from orchestrator.saga.machine import (
 
 EVENTS_CHANNEL = "events"
 
+# Steps whose action may have taken effect: a compensation must undo them. A step that was
+# never dispatched is not here, nor one whose participant answered a definite failure.
+UNCERTAIN_OR_DONE = frozenset(
+    {StepStatus.SUCCEEDED, StepStatus.SENT, StepStatus.RETRY_WAIT, StepStatus.TIMED_OUT}
+)
+IN_FLIGHT = frozenset({StepStatus.SENT, StepStatus.RETRY_WAIT, StepStatus.TIMED_OUT})
+
 
 @dataclasses.dataclass(slots=True)
 class StepState:
@@ -31,6 +39,8 @@ class StepState:
     status: StepStatus = StepStatus.PENDING
     attempt: int = 0
     compensation_attempt: int = 0
+    deadline: datetime | None = None
+    next_attempt_at: datetime | None = None
     result: dict[str, Any] | None = None
     error: dict[str, Any] | None = None
 
@@ -52,6 +62,14 @@ class Saga:
     def move(self, event: str) -> None:
         self.status = SagaStatus(transition(SagaMachine, self.status, event))
 
+    @property
+    def wake_at(self) -> datetime | None:
+        """When the clock next matters to this saga: a deadline or a retry time."""
+        if self.status not in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
+            return None
+        times = [t for s in self.steps.values() for t in (s.deadline, s.next_attempt_at) if t]
+        return min(times, default=None)
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Outgoing:
@@ -72,8 +90,25 @@ class TimelineEntry:
 @dataclasses.dataclass(slots=True)
 class Decision:
     saga: Saga
+    definition: SagaDefinition
+    now: datetime
     outgoing: list[Outgoing] = dataclasses.field(default_factory=list)
     timeline: list[TimelineEntry] = dataclasses.field(default_factory=list)
+
+    def note(self, kind: str, step: str | None = None, /, **detail: Any) -> None:
+        self.timeline.append(TimelineEntry(kind, step, detail))
+
+    def emit(self, message_type: str, causation_id: str | None, /, **payload: Any) -> None:
+        saga = self.saga
+        message = messages.event(
+            message_type=message_type,
+            saga_id=saga.id,
+            saga_type=saga.type,
+            now=self.now,
+            payload={"status": saga.status.value, **payload},
+            causation_id=causation_id,
+        )
+        self.outgoing.append(Outgoing(EVENTS_CHANNEL, message))
 
 
 def start(
@@ -88,179 +123,284 @@ def start(
         context={},
         steps={s.name: StepState(s.name) for s in definition.steps},
     )
-    decision = Decision(saga)
-    decision.timeline.append(TimelineEntry("saga_started", detail={"version": definition.version}))
-    _emit_event(decision, "saga.started", now, None, {"input": saga.input})
-    _advance(decision, definition, now, causation_id=None)
+    decision = Decision(saga, definition, now)
+    decision.note("saga_started", version=definition.version)
+    decision.emit("saga.started", None, input=saga.input)
+    _advance(decision, None)
     return decision
 
 
 def handle_reply(
     saga: Saga, definition: SagaDefinition, reply: messages.Message, now: datetime
 ) -> Decision:
-    decision = Decision(copy.deepcopy(saga))
+    decision = Decision(copy.deepcopy(saga), definition, now)
     state = decision.saga.steps.get(reply.step)
     step = _find_step(definition, reply.step)
     if state is None or step is None:
-        return _ignore(decision, reply, "the saga has no such step")
-    if reply.replied_command_type == step.command:
-        _handle_action_reply(decision, definition, step, state, reply, now)
+        _ignore(decision, reply, "the saga has no such step")
+    elif reply.replied_command_type == step.command:
+        _on_action_reply(decision, step, state, reply)
     elif reply.replied_command_type == step.compensation:
-        _handle_compensation_reply(decision, definition, step, state, reply, now)
+        _on_compensation_reply(decision, step, state, reply)
     else:
         _ignore(decision, reply, f"{reply.message_type!r} answers no command of this step")
     return decision
 
 
-def _handle_action_reply(
-    decision: Decision,
-    definition: SagaDefinition,
-    step: Step,
-    state: StepState,
-    reply: messages.Message,
-    now: datetime,
+def handle_timers(saga: Saga, definition: SagaDefinition, now: datetime) -> Decision:
+    """Fire every deadline and retry time of the saga that is due at `now`."""
+    decision = Decision(copy.deepcopy(saga), definition, now)
+    for step in definition.steps:
+        state = decision.saga.steps[step.name]
+        if decision.saga.status not in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
+            break
+        if state.deadline is not None and state.deadline <= now:
+            _on_deadline(decision, step, state)
+        elif state.next_attempt_at is not None and state.next_attempt_at <= now:
+            _on_retry_time(decision, step, state)
+    return decision
+
+
+# -- replies -------------------------------------------------------------------------------
+
+
+def _on_action_reply(
+    decision: Decision, step: Step, state: StepState, reply: messages.Message
 ) -> None:
-    if state.status is not StepStatus.SENT or reply.attempt != state.attempt:
-        _ignore(decision, reply, f"step is {state.status.value} at attempt {state.attempt}")
+    outcome = reply.outcome
+    current = reply.attempt == state.attempt and state.status is StepStatus.SENT
+    # A success from an earlier attempt is still a success: the participant applied it once.
+    late_success = outcome is messages.Outcome.SUCCESS and state.status in IN_FLIGHT
+    if not (current or late_success):
+        kind = "late_reply" if state.status is not StepStatus.PENDING else "reply_ignored"
+        _ignore(decision, reply, f"step is {state.status.value} at attempt {state.attempt}", kind)
         return
     _record_reply(decision, reply)
-    outcome = reply.outcome
-    if outcome is messages.Outcome.RETRYABLE and state.attempt < step.retry.max_attempts:
-        _dispatch(decision, step, state, now, reply.message_id)
-        return
+    state.deadline = state.next_attempt_at = None
     if outcome is messages.Outcome.SUCCESS:
         state.move("succeed")
-        state.result = dict(reply.data)
-        state.error = None
+        state.result, state.error = dict(reply.data), None
         decision.saga.context.update(reply.data)
-        decision.timeline.append(TimelineEntry("step_succeeded", step.name))
-        _advance(decision, definition, now, reply.message_id)
+        decision.note("step_succeeded", step.name)
+        _advance(decision, reply.message_id)
+        return
+    state.error = dict(reply.error)
+    if outcome is messages.Outcome.RETRYABLE and state.attempt < step.retry.max_attempts:
+        state.move("wait_retry")
+        _schedule_retry(decision, step, state)
         return
     state.move("fail")
-    state.error = dict(reply.error)
-    decision.timeline.append(TimelineEntry("step_failed", step.name, detail=state.error))
-    _start_compensation(decision, definition, now, reply.message_id, reason=state.error)
+    if outcome is messages.Outcome.RETRYABLE:
+        state.error = {**state.error, "cause": "retries exhausted"}
+    decision.note("step_failed", step.name, **state.error)
+    _on_step_lost(decision, step, reply.message_id, state.error)
 
 
-def _handle_compensation_reply(
-    decision: Decision,
-    definition: SagaDefinition,
-    step: Step,
-    state: StepState,
-    reply: messages.Message,
-    now: datetime,
+def _on_compensation_reply(
+    decision: Decision, step: Step, state: StepState, reply: messages.Message
 ) -> None:
     if state.status is not StepStatus.COMPENSATING or reply.attempt != state.compensation_attempt:
         _ignore(decision, reply, f"step is {state.status.value}, not awaiting this compensation")
         return
     _record_reply(decision, reply)
+    state.deadline = None
     if reply.outcome is messages.Outcome.SUCCESS:
         state.move("finish_compensation")
-        decision.timeline.append(TimelineEntry("step_compensated", step.name))
-        _compensate_next(decision, definition, now, reply.message_id)
+        decision.note("step_compensated", step.name)
+        _compensate_next(decision, reply.message_id)
         return
-    state.error = dict(reply.error)
-    if state.compensation_attempt < step.compensation_retry.max_attempts:
-        _dispatch_compensation(decision, step, state, now, reply.message_id)
-        return
-    decision.saga.move("fail")
-    reason = {"step": step.name, "error": state.error, "cause": "compensation retries exhausted"}
-    decision.timeline.append(TimelineEntry("saga_failed", step.name, detail=reason))
-    _emit_event(decision, "saga.failed", now, reply.message_id, reason)
+    _compensation_failed(decision, step, state, dict(reply.error), reply.message_id)
 
 
-def _advance(
-    decision: Decision, definition: SagaDefinition, now: datetime, causation_id: str | None
-) -> None:
+# -- the clock -----------------------------------------------------------------------------
+
+
+def _on_deadline(decision: Decision, step: Step, state: StepState) -> None:
+    state.deadline = None
+    if state.status is StepStatus.COMPENSATING:
+        error = {"code": "timeout", "message": "no reply to the compensation in time"}
+        decision.note("compensation_timed_out", step.name, attempt=state.compensation_attempt)
+        _compensation_failed(decision, step, state, error, None)
+        return
+    state.move("time_out")
+    state.error = {"code": "timeout", "message": f"no reply within {step.timeout_s}s"}
+    decision.note("step_timed_out", step.name, attempt=state.attempt)
+    if state.attempt < step.retry.max_attempts:
+        state.move("wait_retry")
+        _schedule_retry(decision, step, state)
+        return
+    _on_step_lost(decision, step, None, {**state.error, "cause": "retries exhausted"})
+
+
+def _on_retry_time(decision: Decision, step: Step, state: StepState) -> None:
+    state.next_attempt_at = None
+    if state.status is StepStatus.COMPENSATING:
+        _dispatch_compensation(decision, step, state, None)
+    elif state.status is StepStatus.RETRY_WAIT and decision.saga.status is SagaStatus.RUNNING:
+        _dispatch(decision, step, state, None)
+
+
+def _schedule_retry(decision: Decision, step: Step, state: StepState) -> None:
+    delay = step.retry.backoff_s(state.attempt, f"{decision.saga.id}:{step.name}")
+    state.next_attempt_at = decision.now + timedelta(seconds=delay)
+    decision.note(
+        "retry_scheduled",
+        step.name,
+        attempt=state.attempt + 1,
+        at=state.next_attempt_at.isoformat(),
+        error=state.error,
+    )
+
+
+# -- moving forward and backward -----------------------------------------------------------
+
+
+def _advance(decision: Decision, causation_id: str | None) -> None:
+    """Send the next step (or parallel group), or complete the saga."""
     saga = decision.saga
-    for step in definition.steps:
+    if saga.status is not SagaStatus.RUNNING:
+        return
+    for step in decision.definition.steps:
         state = saga.steps[step.name]
+        if state.status is StepStatus.SUCCEEDED:
+            continue
         if state.status is StepStatus.PENDING:
-            _dispatch(decision, step, state, now, causation_id)
-            return
+            for member in decision.definition.members(step):
+                if saga.steps[member.name].status is StepStatus.PENDING:
+                    _dispatch(decision, member, saga.steps[member.name], causation_id)
+        return  # a step or group is in flight: wait for it
     saga.move("complete")
-    decision.timeline.append(TimelineEntry("saga_completed"))
-    _emit_event(decision, "saga.completed", now, causation_id, {"context": saga.context})
+    decision.note("saga_completed")
+    decision.emit("saga.completed", causation_id, context=saga.context)
 
 
-def _start_compensation(
-    decision: Decision,
-    definition: SagaDefinition,
-    now: datetime,
-    causation_id: str | None,
-    reason: Mapping[str, Any],
+def _on_step_lost(
+    decision: Decision, step: Step, causation_id: str | None, reason: Mapping[str, Any]
 ) -> None:
-    decision.saga.move("compensate")
-    decision.timeline.append(TimelineEntry("saga_compensating", detail=dict(reason)))
-    _compensate_next(decision, definition, now, causation_id)
-
-
-def _compensate_next(
-    decision: Decision, definition: SagaDefinition, now: datetime, causation_id: str | None
-) -> None:
-    """Compensate the latest step that succeeded, or finish: compensations run in reverse."""
+    """A step will not succeed: compensate before the pivot, stop for an operator after."""
     saga = decision.saga
-    for step in reversed(definition.steps):
+    if saga.status is not SagaStatus.RUNNING:
+        _compensate_next(decision, causation_id)  # already compensating: just go on
+        return
+    if _pivot_passed(decision):
+        saga.move("fail")
+        detail = {"step": step.name, "reason": dict(reason), "cause": "step after the pivot lost"}
+        decision.note("saga_failed", step.name, **detail)
+        decision.emit("saga.failed", causation_id, **detail)
+        return
+    saga.move("compensate")
+    decision.note("saga_compensating", step.name, **reason)
+    _compensate_next(decision, causation_id)
+
+
+def _compensate_next(decision: Decision, causation_id: str | None) -> None:
+    """Compensate the latest step that may have taken effect; finish when none is left."""
+    saga = decision.saga
+    if saga.status is not SagaStatus.COMPENSATING:
+        return
+    if any(s.status is StepStatus.COMPENSATING for s in saga.steps.values()):
+        return  # one compensation at a time, in reverse order
+    for step in reversed(decision.definition.steps):
         state = saga.steps[step.name]
-        if state.status in (StepStatus.SUCCEEDED, StepStatus.TIMED_OUT) and step.compensation:
-            _dispatch_compensation(decision, step, state, now, causation_id)
+        if state.status in UNCERTAIN_OR_DONE and step.compensation:
+            _dispatch_compensation(decision, step, state, causation_id)
             return
     saga.move("finish_compensation")
-    decision.timeline.append(TimelineEntry("saga_compensated"))
-    _emit_event(decision, "saga.compensated", now, causation_id, {})
+    decision.note("saga_compensated")
+    decision.emit("saga.compensated", causation_id)
 
 
-def _dispatch(
-    decision: Decision, step: Step, state: StepState, now: datetime, causation_id: str | None
+def _compensation_failed(
+    decision: Decision,
+    step: Step,
+    state: StepState,
+    error: dict[str, Any],
+    causation_id: str | None,
 ) -> None:
-    saga = decision.saga
+    state.error = error
+    policy = step.compensation_retry
+    if state.compensation_attempt < policy.max_attempts:
+        delay = policy.backoff_s(state.compensation_attempt, f"{decision.saga.id}:{step.name}:c")
+        state.next_attempt_at = decision.now + timedelta(seconds=delay)
+        decision.note(
+            "compensation_retry_scheduled",
+            step.name,
+            attempt=state.compensation_attempt + 1,
+            at=state.next_attempt_at.isoformat(),
+            error=error,
+        )
+        return
+    decision.saga.move("fail")
+    detail = {"step": step.name, "error": error, "cause": "compensation retries exhausted"}
+    decision.note("saga_failed", step.name, **detail)
+    decision.emit("saga.failed", causation_id, **detail)
+
+
+def _pivot_passed(decision: Decision) -> bool:
+    index = decision.definition.pivot_index
+    if index is None:
+        return False
+    pivot = decision.definition.steps[index]
+    return decision.saga.steps[pivot.name].status is StepStatus.SUCCEEDED
+
+
+# -- sending -------------------------------------------------------------------------------
+
+
+def _dispatch(decision: Decision, step: Step, state: StepState, causation_id: str | None) -> None:
     state.move("dispatch")
     state.attempt += 1
-    message = messages.command(
-        message_type=step.command,
-        saga_id=saga.id,
-        saga_type=saga.type,
-        step=step.name,
-        attempt=state.attempt,
-        payload=step.build(saga.input, saga.context),
-        now=now,
-        causation_id=causation_id,
-    )
-    decision.outgoing.append(Outgoing(step.participant, message))
-    decision.timeline.append(
-        TimelineEntry(
-            "command_sent",
-            step.name,
-            detail={"command": step.command, "attempt": state.attempt},
-            message_id=message.message_id,
-        )
-    )
+    state.deadline = decision.now + timedelta(seconds=step.timeout_s)
+    state.next_attempt_at = None
+    _send(decision, "command_sent", step, step.command, step.build, state.attempt, causation_id)
 
 
 def _dispatch_compensation(
-    decision: Decision, step: Step, state: StepState, now: datetime, causation_id: str | None
+    decision: Decision, step: Step, state: StepState, causation_id: str | None
 ) -> None:
     assert step.compensation, "validated at registration"
     assert step.build_compensation, "validated at registration"
-    saga = decision.saga
     state.move("compensate")
     state.compensation_attempt += 1
+    state.deadline = decision.now + timedelta(seconds=step.compensation_timeout_s)
+    state.next_attempt_at = None
+    _send(
+        decision,
+        "compensation_sent",
+        step,
+        step.compensation,
+        step.build_compensation,
+        state.compensation_attempt,
+        causation_id,
+    )
+
+
+def _send(
+    decision: Decision,
+    kind: str,
+    step: Step,
+    command_type: str,
+    build: PayloadBuilder,
+    attempt: int,
+    causation_id: str | None,
+) -> None:
+    saga = decision.saga
     message = messages.command(
-        message_type=step.compensation,
+        message_type=command_type,
         saga_id=saga.id,
         saga_type=saga.type,
         step=step.name,
-        attempt=state.compensation_attempt,
-        payload=step.build_compensation(saga.input, saga.context),
-        now=now,
+        attempt=attempt,
+        payload=build(saga.input, saga.context),
+        now=decision.now,
         causation_id=causation_id,
     )
     decision.outgoing.append(Outgoing(step.participant, message))
     decision.timeline.append(
         TimelineEntry(
-            "compensation_sent",
+            kind,
             step.name,
-            detail={"command": step.compensation, "attempt": state.compensation_attempt},
+            detail={"command": command_type, "attempt": attempt},
             message_id=message.message_id,
         )
     )
@@ -280,35 +420,20 @@ def _record_reply(decision: Decision, reply: messages.Message) -> None:
     )
 
 
-def _ignore(decision: Decision, reply: messages.Message, reason: str) -> Decision:
+def _ignore(
+    decision: Decision, reply: messages.Message, reason: str, kind: str = "reply_ignored"
+) -> None:
+    detail: dict[str, Any] = {"type": reply.message_type, "attempt": reply.attempt}
+    if reply.kind is messages.Kind.REPLY and "outcome" in reply.payload:
+        detail["outcome"] = reply.payload["outcome"]
     decision.timeline.append(
         TimelineEntry(
-            "reply_ignored",
+            kind,
             reply.step or None,
-            detail={"type": reply.message_type, "attempt": reply.attempt, "reason": reason},
+            detail={**detail, "reason": reason},
             message_id=reply.message_id,
         )
     )
-    return decision
-
-
-def _emit_event(
-    decision: Decision,
-    message_type: str,
-    now: datetime,
-    causation_id: str | None,
-    payload: Mapping[str, Any],
-) -> None:
-    saga = decision.saga
-    message = messages.event(
-        message_type=message_type,
-        saga_id=saga.id,
-        saga_type=saga.type,
-        now=now,
-        payload={"status": saga.status.value, **payload},
-        causation_id=causation_id,
-    )
-    decision.outgoing.append(Outgoing(EVENTS_CHANNEL, message))
 
 
 def _find_step(definition: SagaDefinition, name: str) -> Step | None:

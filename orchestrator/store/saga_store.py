@@ -31,6 +31,16 @@ class SqlSagaStore:
         )
         return (await self._conn.execute(stmt)).first() is not None
 
+    async def claim_due(self, now: datetime, limit: int) -> list[str]:
+        rows = await self._conn.execute(
+            sa.select(saga.c.id)
+            .where(saga.c.wake_at <= now)
+            .order_by(saga.c.wake_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [str(r.id) for r in rows]
+
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None:
         query = sa.select(saga).where(saga.c.id == saga_id)
         if for_update:
@@ -64,6 +74,7 @@ class SqlSagaStore:
                 created_at=now,
                 updated_at=now,
                 version=1,
+                wake_at=new.wake_at,
             )
         )
         await self._conn.execute(
@@ -81,6 +92,7 @@ class SqlSagaStore:
                 context=changed.context,
                 updated_at=now,
                 version=changed.version + 1,
+                wake_at=changed.wake_at,
             )
         )
         if result.rowcount != 1:
@@ -155,8 +167,8 @@ def _step_row(saga_id: str, position: int, step: StepState, now: datetime) -> di
         "status": step.status.value,
         "attempt": step.attempt,
         "compensation_attempt": step.compensation_attempt,
-        "deadline": None,
-        "next_attempt_at": None,
+        "deadline": step.deadline,
+        "next_attempt_at": step.next_attempt_at,
         "result": step.result,
         "error": step.error,
         "updated_at": now,
@@ -169,6 +181,8 @@ def _step_state(row: sa.RowMapping) -> StepState:
         status=StepStatus(row["status"]),
         attempt=row["attempt"],
         compensation_attempt=row["compensation_attempt"],
+        deadline=row["deadline"],
+        next_attempt_at=row["next_attempt_at"],
         result=row["result"],
         error=row["error"],
     )

@@ -30,12 +30,14 @@ saga = sa.Table(
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("wake_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint(
         "status IN ('running', 'compensating', 'completed', 'compensated', 'failed')",
         name="status_known",
     ),
     sa.Index(None, "status", "updated_at"),
     sa.Index(None, "created_at", "id"),
+    sa.Index("ix_saga_wake_at", "wake_at", postgresql_where=sa.text("wake_at IS NOT NULL")),
 )
 
 saga_step = sa.Table(

@@ -1,5 +1,5 @@
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -9,6 +9,7 @@ from orchestrator.saga.definition import DefinitionRegistry, RetryPolicy, SagaDe
 from orchestrator.saga.errors import InvalidDefinitionError, UnknownSagaTypeError
 from orchestrator.saga.machine import SagaStatus, StepStatus
 from orchestrator.sagas import order
+from orchestrator.testing import SagaHarness, check_compensation_matrix
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 ORDER_INPUT = order.validate_input(
@@ -27,131 +28,177 @@ ORDER_INPUT = order.validate_input(
         },
     }
 )
-SAGA_ID = "00000000-0000-4000-8000-000000000001"
 
 
-def started() -> core.Decision:
-    return core.start(order.DEFINITION, SAGA_ID, ORDER_INPUT, NOW)
-
-
-def answer(
-    decision: core.Decision,
-    outcome: messages.Outcome,
-    data: dict[str, str] | None = None,
-) -> core.Decision:
-    """Reply to the one command the last decision sent."""
-    commands = [o.message for o in decision.outgoing if o.channel != core.EVENTS_CHANNEL]
-    assert len(commands) == 1, commands
-    reply = messages.reply_to(
-        commands[0], source="test", outcome=outcome, now=NOW, data=data, error_code="nope"
-    )
-    return core.handle_reply(decision.saga, order.DEFINITION, reply, NOW)
-
-
-def sent(decision: core.Decision) -> list[str]:
-    return [o.message.message_type for o in decision.outgoing]
-
-
-S, F, R = messages.Outcome.SUCCESS, messages.Outcome.FAILURE, messages.Outcome.RETRYABLE
+def harness(definition: SagaDefinition = order.DEFINITION) -> SagaHarness:
+    return SagaHarness(definition, start_at=NOW)
 
 
 def test_start_sends_the_first_command_and_a_started_event() -> None:
-    decision = started()
+    decision = core.start(order.DEFINITION, "s-1", ORDER_INPUT, NOW)
     assert decision.saga.status is SagaStatus.RUNNING
-    assert sent(decision) == ["saga.started", "inventory.reserve"]
+    assert [o.message.message_type for o in decision.outgoing] == [
+        "saga.started",
+        "inventory.reserve",
+    ]
     assert decision.saga.steps["reserve_inventory"].status is StepStatus.SENT
     assert [e.kind for e in decision.timeline] == ["saga_started", "command_sent"]
+    assert decision.saga.wake_at == NOW + timedelta(seconds=30)
 
 
 def test_all_steps_succeeding_completes_the_saga_with_the_context_merged() -> None:
-    d = answer(started(), S, {"reservationId": "r"})
-    assert sent(d) == ["payment.charge"]
-    d = answer(d, S, {"chargeId": "ch-1"})
-    assert sent(d) == ["shipping.create"]
-    assert d.outgoing[0].message.payload["chargeId"] == "ch-1"
-    d = answer(d, S, {"shipmentId": "sh-1"})
-    assert d.saga.status is SagaStatus.COMPLETED
-    assert sent(d) == ["saga.completed"]
-    assert d.saga.context == {"reservationId": "r", "chargeId": "ch-1", "shipmentId": "sh-1"}
+    h = harness()
+    h.script("charge_payment", "success", data={"chargeId": "ch-1"})
+    h.script("create_shipment", "success", data={"shipmentId": "sh-1"})
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "completed"
+    assert h.actions() == ["reserve_inventory", "charge_payment", "create_shipment"]
+    shipment = h.commands[-1]
+    assert shipment.payload["chargeId"] == "ch-1"
+    assert h.saga.context == {"chargeId": "ch-1", "shipmentId": "sh-1"}
+    assert [e.message_type for e in h.events] == ["saga.started", "saga.completed"]
+    assert h.saga.wake_at is None
 
 
 def test_failed_step_compensates_in_reverse_order() -> None:
-    d = answer(started(), S)
-    d = answer(d, S, {"chargeId": "ch-1"})
-    d = answer(d, F)
-    assert d.saga.status is SagaStatus.COMPENSATING
-    assert d.saga.steps["create_shipment"].status is StepStatus.FAILED
-    assert sent(d) == ["payment.refund"]
-    assert d.outgoing[0].message.payload["chargeId"] == "ch-1"
-    d = answer(d, S)
-    assert sent(d) == ["inventory.release"]
-    d = answer(d, S)
-    assert d.saga.status is SagaStatus.COMPENSATED
-    assert sent(d) == ["saga.compensated"]
-    assert [s.status for s in d.saga.steps.values()] == [
+    h = harness()
+    h.script("charge_payment", "success", data={"chargeId": "ch-1"})
+    h.script("create_shipment", "failure")
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations() == ["charge_payment", "reserve_inventory"]
+    refund = next(c for c in h.commands if c.message_type == "payment.refund")
+    assert refund.payload["chargeId"] == "ch-1"
+    assert [s.status for s in h.saga.steps.values()] == [
         StepStatus.COMPENSATED,
         StepStatus.COMPENSATED,
         StepStatus.FAILED,
     ]
+    assert h.events[-1].message_type == "saga.compensated"
 
 
 def test_first_step_failing_compensates_nothing() -> None:
-    d = answer(started(), F)
-    assert d.saga.status is SagaStatus.COMPENSATED
-    assert sent(d) == ["saga.compensated"]
+    h = harness()
+    h.script("reserve_inventory", "failure")
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations() == []
 
 
-def test_retryable_reply_resends_with_the_next_attempt_until_the_budget_ends() -> None:
-    d = started()
-    for attempt in (2, 3):
-        d = answer(d, R)
-        assert sent(d) == ["inventory.reserve"]
-        assert d.outgoing[0].message.attempt == attempt
-    d = answer(d, R)
-    assert d.saga.status is SagaStatus.COMPENSATED
+def test_retryable_replies_are_retried_with_backoff_until_success() -> None:
+    h = harness()
+    h.script("charge_payment", "retryable", "retryable", "success")
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "completed"
+    assert h.actions().count("charge_payment") == 3
+    assert h.saga.steps["charge_payment"].attempt == 3
+    assert h.kinds().count("retry_scheduled") == 2
+    assert h.now > NOW  # the retries waited for their backoff
+
+
+def test_retries_exhausted_before_the_pivot_compensates() -> None:
+    h = harness()
+    h.script("charge_payment", "retryable", "retryable", "retryable")
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations() == ["reserve_inventory"]
+    assert h.saga.steps["charge_payment"].error == {
+        "code": "scripted_retryable",
+        "message": "scripted retryable",
+        "cause": "retries exhausted",
+    }
+
+
+def test_a_timed_out_step_is_retried_then_compensated_with_the_others() -> None:
+    h = harness()
+    h.script("charge_payment", "no_reply", "no_reply", "no_reply")
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "compensated"
+    assert h.kinds().count("step_timed_out") == 3
+    assert h.compensations() == ["charge_payment", "reserve_inventory"]
+
+
+def test_a_late_success_does_not_resurrect_a_step_being_compensated() -> None:
+    h = harness()
+    h.script("charge_payment", "no_reply", "no_reply", "no_reply")
+    h.start(ORDER_INPUT)
+    h.run(until=lambda h: "charge_payment" in h.compensations())
+    first_charge = next(c for c in h.commands if c.message_type == "payment.charge")
+    h.deliver(messages.reply_to(first_charge, source="payment", outcome=S, now=h.now))
+    assert h.kinds()[-1] == "late_reply"
+    assert h.saga.steps["charge_payment"].status is StepStatus.COMPENSATING
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations() == ["charge_payment", "reserve_inventory"]
 
 
 def test_compensation_that_keeps_failing_leaves_the_saga_failed() -> None:
-    d = answer(started(), S)
-    d = answer(d, F)
-    assert sent(d) == ["inventory.release"]
-    for _ in range(order.DEFINITION.steps[0].compensation_retry.max_attempts - 1):
-        d = answer(d, F)
-        assert sent(d) == ["inventory.release"]
-    d = answer(d, F)
-    assert d.saga.status is SagaStatus.FAILED
-    assert sent(d) == ["saga.failed"]
-    assert d.timeline[-1].detail["cause"] == "compensation retries exhausted"
+    h = harness()
+    h.script("charge_payment", "failure")
+    budget = order.DEFINITION.step("reserve_inventory").compensation_retry.max_attempts
+    h.script_compensation("reserve_inventory", *["failure"] * budget)
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "failed"
+    assert h.compensations() == ["reserve_inventory"] * budget
+    assert h.events[-1].message_type == "saga.failed"
+    assert h.timeline[-1].detail["cause"] == "compensation retries exhausted"
+    assert h.saga.wake_at is None
+
+
+def test_a_compensation_without_reply_is_resent_until_answered() -> None:
+    h = harness()
+    h.script("charge_payment", "failure")
+    h.script_compensation("reserve_inventory", "no_reply", "no_reply")
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations() == ["reserve_inventory"] * 3
+    assert h.kinds().count("compensation_timed_out") == 2
+
+
+S, F = messages.Outcome.SUCCESS, messages.Outcome.FAILURE
 
 
 def test_repeated_or_stale_reply_changes_nothing() -> None:
-    first = started()
-    d = answer(first, S)
-    again = core.handle_reply(
-        d.saga,
-        order.DEFINITION,
-        messages.reply_to(first.outgoing[1].message, source="t", outcome=F, now=NOW),
-        NOW,
-    )
-    assert again.outgoing == []
-    assert again.saga.steps == d.saga.steps
-    assert [e.kind for e in again.timeline] == ["reply_ignored"]
+    h = harness()
+    h.start(ORDER_INPUT)
+    reserve = h.commands[0]
+    h.deliver(messages.reply_to(reserve, source="inventory", outcome=S, now=NOW))
+    before = dataclasses.replace(h.saga, steps=dict(h.saga.steps))
+    h.deliver(messages.reply_to(reserve, source="inventory", outcome=F, now=NOW))
+    assert h.saga.steps == before.steps
+    assert h.kinds()[-1] == "late_reply"
+    assert len(h.commands) == 2
 
 
 def test_reply_for_an_unknown_step_is_ignored() -> None:
-    d = started()
-    reply = messages.reply_to(d.outgoing[1].message, source="t", outcome=S, now=NOW)
-    stray = dataclasses.replace(reply, step="nope")
-    result = core.handle_reply(d.saga, order.DEFINITION, stray, NOW)
-    assert result.timeline[0].kind == "reply_ignored"
-    assert result.saga.status is SagaStatus.RUNNING
+    h = harness()
+    h.start(ORDER_INPUT)
+    reply = messages.reply_to(h.commands[0], source="t", outcome=S, now=NOW)
+    h.deliver(dataclasses.replace(reply, step="nope"))
+    assert h.kinds()[-1] == "reply_ignored"
+    assert h.status == "running"
 
 
 def test_handle_reply_does_not_change_the_saga_passed_in() -> None:
-    d = started()
-    before = d.saga.steps["reserve_inventory"].status
-    answer(d, S)
-    assert d.saga.steps["reserve_inventory"].status is before
+    d = core.start(order.DEFINITION, "s-1", ORDER_INPUT, NOW)
+    reply = messages.reply_to(d.outgoing[1].message, source="t", outcome=S, now=NOW)
+    core.handle_reply(d.saga, order.DEFINITION, reply, NOW)
+    assert d.saga.steps["reserve_inventory"].status is StepStatus.SENT
+
+
+def test_the_order_saga_passes_its_compensation_matrix() -> None:
+    assert check_compensation_matrix(order.DEFINITION, ORDER_INPUT) == []
+
+
+# -- pivot and parallel groups -------------------------------------------------------------
 
 
 def _step(name: str, **kw: object) -> Step:
@@ -165,6 +212,68 @@ def _step(name: str, **kw: object) -> Step:
     return Step(name=name, **{**defaults, **kw})  # type: ignore[arg-type]
 
 
+PIVOTED = SagaDefinition(
+    "pivoted",
+    1,
+    (_step("a"), _step("b", pivot=True), _step("c", compensation=None)),
+    lambda raw: dict(raw),
+)
+PARALLEL = SagaDefinition(
+    "parallel",
+    1,
+    (_step("a"), _step("b", group="g"), _step("c", group="g"), _step("d")),
+    lambda raw: dict(raw),
+)
+
+
+def test_after_the_pivot_a_lost_step_fails_the_saga_without_compensating() -> None:
+    h = harness(PIVOTED)
+    h.script("c", "retryable", "retryable", "retryable")
+    h.start({})
+    h.run()
+    assert h.status == "failed"
+    assert h.compensations() == []
+    assert h.timeline[-1].detail["cause"] == "step after the pivot lost"
+
+
+def test_a_failing_pivot_compensates_the_steps_before_it() -> None:
+    h = harness(PIVOTED)
+    h.script("b", "failure")
+    h.start({})
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations() == ["a"]
+
+
+def test_a_parallel_group_is_sent_together_and_waited_for() -> None:
+    h = harness(PARALLEL)
+    h.start({})
+    h.run()
+    assert h.status == "completed"
+    assert h.actions() == ["a", "b", "c", "d"]
+    sent_b = next(
+        i for i, e in enumerate(h.timeline) if e.kind == "command_sent" and e.step == "b"
+    )
+    assert h.timeline[sent_b + 1].kind == "command_sent"  # c left with b, before b's reply
+
+
+def test_a_failing_group_member_compensates_the_other_members_and_earlier_steps() -> None:
+    h = harness(PARALLEL)
+    h.script("b", "failure")
+    h.start({})
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations() == ["c", "a"]
+
+
+def test_the_test_definitions_pass_their_compensation_matrix() -> None:
+    assert check_compensation_matrix(PIVOTED, {}) == []
+    assert check_compensation_matrix(PARALLEL, {}) == []
+
+
+# -- definitions ---------------------------------------------------------------------------
+
+
 @pytest.mark.parametrize(
     ("steps", "problem"),
     [
@@ -173,6 +282,9 @@ def _step(name: str, **kw: object) -> Step:
         ((_step("a", participant="nobody"),), "unknown participant"),
         ((_step("a", compensation=None), _step("b", pivot=True)), "needs a compensation"),
         ((_step("a", pivot=True), _step("b", pivot=True)), "more than one pivot"),
+        ((_step("a", group="g"), _step("b"), _step("c", group="g")), "must be adjacent"),
+        ((_step("a", group="g", pivot=True),), "pivot cannot be in a group"),
+        ((_step("a", timeout_s=0),), "positive timeouts"),
     ],
 )
 def test_invalid_definitions_are_refused_at_registration(
@@ -185,12 +297,8 @@ def test_invalid_definitions_are_refused_at_registration(
 
 def test_steps_after_the_pivot_need_no_compensation() -> None:
     registry = DefinitionRegistry(participants=["inventory"])
-    registry.register(
-        SagaDefinition(
-            "s", 1, (_step("a"), _step("b", pivot=True, compensation=None)), lambda r: dict(r)
-        )
-    )
-    assert registry.get("s").pivot_index == 1
+    registry.register(PIVOTED)
+    assert registry.get("pivoted").pivot_index == 1
 
 
 def test_registry_serves_the_newest_version_unless_one_is_named() -> None:
@@ -207,6 +315,25 @@ def test_registry_serves_the_newest_version_unless_one_is_named() -> None:
         registry.register(SagaDefinition("s", 1, (_step("a"),), lambda r: dict(r)))
 
 
-def test_retry_policy_needs_one_attempt() -> None:
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"max_attempts": 0},
+        {"initial_backoff_s": -1},
+        {"initial_backoff_s": 5, "max_backoff_s": 1},
+        {"multiplier": 0.5},
+        {"jitter": 1.0},
+    ],
+)
+def test_invalid_retry_policies_are_refused(kwargs: dict[str, float]) -> None:
     with pytest.raises(InvalidDefinitionError):
-        RetryPolicy(max_attempts=0)
+        RetryPolicy(**kwargs)  # type: ignore[arg-type]
+
+
+def test_backoff_grows_is_capped_and_is_the_same_for_the_same_step() -> None:
+    policy = RetryPolicy(initial_backoff_s=1, multiplier=2, max_backoff_s=5, jitter=0.1)
+    delays = [policy.backoff_s(n, "saga:step") for n in range(1, 6)]
+    assert 0.9 <= delays[0] <= 1.1
+    assert 1.8 <= delays[1] <= 2.2
+    assert all(4.5 <= d <= 5.5 for d in delays[3:])
+    assert delays == [policy.backoff_s(n, "saga:step") for n in range(1, 6)]

@@ -1,5 +1,5 @@
 import dataclasses
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -83,3 +83,34 @@ async def test_reply_for_an_unknown_saga_raises_and_is_not_marked_seen(
         await service.handle_reply(stray)
 
     assert stray.message_id not in db.processed
+
+
+async def test_due_timers_fire_once_and_resend_the_command(
+    db: FakeDatabase, service: SagaService
+) -> None:
+    clock = MovableClock()
+    service = SagaService(db, default_registry(), topic_of, clock)
+    saga = await service.start_saga("order", ORDER_INPUT)
+
+    assert await service.fire_timers() == 0
+    clock.at += timedelta(seconds=31)  # past the reservation's deadline
+    assert await service.fire_timers() == 1
+    clock.at += timedelta(seconds=60)  # past the retry time
+    assert await service.fire_timers() == 1
+
+    reserves = [p.message for p in db.outbox if p.message.message_type == "inventory.reserve"]
+    assert [m.attempt for m in reserves] == [1, 2]
+    assert db.sagas[saga.id].steps["reserve_inventory"].status == "sent"
+    assert [e.kind for _, e in db.timeline][-3:] == [
+        "step_timed_out",
+        "retry_scheduled",
+        "command_sent",
+    ]
+
+
+class MovableClock:
+    def __init__(self) -> None:
+        self.at = NOW
+
+    def now(self) -> datetime:
+        return self.at
