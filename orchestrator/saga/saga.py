@@ -138,6 +138,8 @@ def handle_reply(
     step = _find_step(definition, reply.step)
     if state is None or step is None:
         _ignore(decision, reply, "the saga has no such step")
+    elif decision.saga.status not in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
+        _ignore(decision, reply, f"the saga is {decision.saga.status.value}", "late_reply")
     elif reply.replied_command_type == step.command:
         _on_action_reply(decision, step, state, reply)
     elif reply.replied_command_type == step.compensation:
@@ -199,8 +201,13 @@ def _on_action_reply(
 def _on_compensation_reply(
     decision: Decision, step: Step, state: StepState, reply: messages.Message
 ) -> None:
-    if state.status is not StepStatus.COMPENSATING or reply.attempt != state.compensation_attempt:
-        _ignore(decision, reply, f"step is {state.status.value}, not awaiting this compensation")
+    awaited = (
+        state.status is StepStatus.COMPENSATING
+        and reply.attempt == state.compensation_attempt
+        and state.deadline is not None
+    )
+    if not awaited:
+        _ignore(decision, reply, f"step is {state.status.value}, not awaiting this reply")
         return
     _record_reply(decision, reply)
     state.deadline = None
