@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 
 from alembic import context
 from sqlalchemy import Connection, pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from orchestrator.store.tables import metadata as orchestrator_metadata
-from participants.inventory.tables import metadata as inventory_metadata
-from participants.payment.tables import metadata as payment_metadata
-from participants.shipping.tables import metadata as shipping_metadata
+from participants import registry
 
-target_metadata = [orchestrator_metadata, inventory_metadata, payment_metadata, shipping_metadata]
-SCHEMAS = {"inventory", "payment", "shipping"}
+participant_metadata = [importlib.import_module(m).metadata for m in registry.table_modules()]
+target_metadata = [orchestrator_metadata, *participant_metadata]
+SCHEMAS = {m.schema for m in participant_metadata}
 
 
 def _database_url() -> str:

@@ -7,7 +7,8 @@ import asyncio
 import sys
 
 from orchestrator import logs
-from orchestrator.settings import SettingsError, load_settings
+from orchestrator.saga.errors import OrchestratorError
+from orchestrator.settings import Settings, SettingsError, load_settings
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,9 +30,15 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"orchestrator: {exc.message}")
     logs.configure(settings.log_level, settings.log_format)
 
-    from orchestrator import bootstrap, sagas
+    try:
+        _run(args, settings)
+    except OrchestratorError as exc:  # a configuration problem found at start-up
+        sys.exit(f"orchestrator: {exc.message}")
+
+
+def _run(args: argparse.Namespace, settings: Settings) -> None:
+    from orchestrator import bootstrap
     from orchestrator.store import migrate
-    from orchestrator.transport import topics
 
     if args.command == "api":
         bootstrap.run_api(settings, args.port)
@@ -41,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
         migrate.upgrade(settings.database_url)
         print("database schema is at the newest revision")
     elif args.command == "topics":
-        created = asyncio.run(topics.ensure_topics(settings, sagas.PARTICIPANTS))
+        created = asyncio.run(bootstrap.create_topics(settings))
         print("created: " + (", ".join(created) if created else "nothing, all exist"))
 
 

@@ -10,6 +10,7 @@ import uvicorn
 
 from orchestrator import sagas, scheduler
 from orchestrator.api.app import create_app
+from orchestrator.saga.definition import DefinitionRegistry
 from orchestrator.service import SagaService
 from orchestrator.settings import Settings
 from orchestrator.store.queries import SqlSagaReader
@@ -21,8 +22,21 @@ from orchestrator.transport.relay import OutboxRelay
 log = structlog.get_logger(__name__)
 
 
+def build_registry(settings: Settings) -> DefinitionRegistry:
+    """Every saga definition this deployment runs, checked against the participants known:
+    those shipped in `participants/` and those named in SAGA_PARTICIPANTS."""
+    from participants import registry as shipped
+
+    known = [*shipped.names(), *settings.external_participants]
+    return sagas.build_registry(settings.definition_modules, participants=known)
+
+
 def build_service(settings: Settings, engine: Any) -> SagaService:
-    return SagaService(SqlUnitOfWork(engine), sagas.default_registry(), settings.topic)
+    return SagaService(SqlUnitOfWork(engine), build_registry(settings), settings.topic)
+
+
+async def create_topics(settings: Settings) -> list[str]:
+    return await topics.ensure_topics(settings, build_registry(settings).participants())
 
 
 def run_api(settings: Settings, port: int | None = None) -> None:
@@ -40,9 +54,9 @@ def run_api(settings: Settings, port: int | None = None) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    asyncio.run(topics.ensure_topics(settings, sagas.PARTICIPANTS))
     engine = create_engine(settings.database_url, settings.db_pool_size)
     service = build_service(settings, engine)
+    asyncio.run(create_topics(settings))
     publisher = Publisher(settings.kafka_bootstrap_servers, "saga-orchestrator")
     relay = OutboxRelay(
         engine, publisher, settings.relay_batch_size, settings.relay_idle_interval_s

@@ -33,6 +33,12 @@ class Settings(BaseSettings):
     relay_batch_size: int = pydantic.Field(default=500, ge=1, le=10_000)
     relay_idle_interval_s: float = pydantic.Field(default=0.05, gt=0, le=10)
     timer_interval_s: float = pydantic.Field(default=0.1, gt=0, le=60)
+    definitions: str = pydantic.Field(
+        default="", description="comma-separated modules that define more sagas"
+    )
+    participants: str = pydantic.Field(
+        default="", description="comma-separated participants run outside this project"
+    )
     payment_limit: str = pydantic.Field(default="10000.00", pattern=r"^[0-9]+(\.[0-9]{1,2})?$")
 
     @pydantic.field_validator("database_url")
@@ -41,6 +47,14 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgresql+psycopg://")):
             raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
         return value.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    @property
+    def definition_modules(self) -> list[str]:
+        return [m.strip() for m in self.definitions.split(",") if m.strip()]
+
+    @property
+    def external_participants(self) -> list[str]:
+        return [p.strip() for p in self.participants.split(",") if p.strip()]
 
     def topic(self, channel: str) -> str:
         """The Kafka topic of a channel: a participant's commands, replies or events."""

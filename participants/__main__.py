@@ -8,14 +8,14 @@ import sys
 
 from orchestrator import logs
 from orchestrator.settings import Settings, SettingsError, load_settings
-from participants.registry import NAMES
+from participants import registry
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="participants", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     worker = commands.add_parser("worker", help="consume a participant's commands")
-    worker.add_argument("name", choices=NAMES)
+    worker.add_argument("name", choices=registry.names())
     inventory = commands.add_parser("inventory", help="inventory operations")
     inventory_commands = inventory.add_subparsers(dest="action", required=True)
     restock = inventory_commands.add_parser("restock", help="set the stock of a SKU")

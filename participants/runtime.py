@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator import sagas
 from orchestrator.settings import Settings
 from orchestrator.store.unit_of_work import create_engine
 from orchestrator.transport import consumer, faust_app, topics
 from orchestrator.transport.producer import Publisher
+from participants import registry
 from participants.kit.participant import CommandProcessor
-from participants.registry import participant
 
 
 def run_worker(settings: Settings, name: str) -> None:
-    asyncio.run(topics.ensure_topics(settings, sagas.PARTICIPANTS))
+    participant = registry.participant(name, settings)
+    asyncio.run(topics.ensure_topics(settings, [name]))
     engine = create_engine(settings.database_url, 4)
     publisher = Publisher(settings.kafka_bootstrap_servers, f"saga-participant-{name}")
-    processor = CommandProcessor(
-        participant(name, settings), engine, publisher, settings.topic("replies")
-    )
+    processor = CommandProcessor(participant, engine, publisher, settings.topic("replies"))
     app = faust_app.create_app(settings, f"{settings.topic_namespace}-participant-{name}")
 
     async def apply_command(record: consumer.Consumed) -> None:

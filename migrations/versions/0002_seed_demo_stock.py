@@ -25,4 +25,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    op.execute("DELETE FROM inventory.stock WHERE sku IN ('SKU-RED', 'SKU-BLUE')")
+    # Stock that reservations refer to stays: its history is data, not seed.
+    op.execute(
+        "DELETE FROM inventory.stock s WHERE sku IN ('SKU-RED', 'SKU-BLUE') AND NOT EXISTS "
+        "(SELECT 1 FROM inventory.reservation r WHERE r.sku = s.sku)"
+    )

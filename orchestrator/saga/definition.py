@@ -169,3 +169,10 @@ class DefinitionRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._definitions)
+
+    def all(self) -> list[SagaDefinition]:
+        return [d for name in self.names() for _, d in sorted(self._definitions[name].items())]
+
+    def participants(self) -> list[str]:
+        """Every participant a registered definition sends commands to."""
+        return sorted({step.participant for d in self.all() for step in d.steps})

@@ -119,3 +119,5 @@ DEFINITION = SagaDefinition(
         ),
     ),
 )
+
+DEFINITIONS = (DEFINITION,)

@@ -9,13 +9,16 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.saga import messages
+from orchestrator.settings import Settings
 from participants.kit.participant import Participant, Result, refused, succeeded
 from participants.payment.tables import charge, inbox, ledger, refund
 
 DECLINED_CARD = "4000000000000002"
 
 
-def make_participant(limit: Decimal) -> Participant:
+def make_participant(settings: Settings) -> Participant:
+    limit = Decimal(settings.payment_limit)
+
     async def charge_card(conn: AsyncConnection, command: messages.Message) -> Result:
         p = command.payload
         amount = Decimal(str(p["amount"]))

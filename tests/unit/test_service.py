@@ -5,7 +5,7 @@ import pytest
 
 from orchestrator.saga import messages
 from orchestrator.saga.errors import InvalidSagaInputError, SagaNotFoundError
-from orchestrator.sagas import default_registry
+from orchestrator.sagas import build_registry
 from orchestrator.service import ReplyOutcome, SagaService
 from tests.fakes import FakeDatabase
 from tests.unit.test_saga import ORDER_INPUT
@@ -29,7 +29,7 @@ def db() -> FakeDatabase:
 
 @pytest.fixture
 def service(db: FakeDatabase) -> SagaService:
-    return SagaService(db, default_registry(), topic_of, FixedClock())
+    return SagaService(db, build_registry(), topic_of, FixedClock())
 
 
 def reply_to_last_command(db: FakeDatabase, outcome: messages.Outcome) -> messages.Message:
@@ -89,7 +89,7 @@ async def test_due_timers_fire_once_and_resend_the_command(
     db: FakeDatabase, service: SagaService
 ) -> None:
     clock = MovableClock()
-    service = SagaService(db, default_registry(), topic_of, clock)
+    service = SagaService(db, build_registry(), topic_of, clock)
     saga = await service.start_saga("order", ORDER_INPUT)
 
     assert await service.fire_timers() == 0

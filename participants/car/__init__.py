@@ -1,0 +1,1 @@
+"""Car: rents a car and cancels the rental."""

@@ -1,0 +1,1 @@
+"""Flight: books a seat on a flight and cancels it."""

@@ -1,0 +1,1 @@
+"""Hotel: books a room and cancels it."""

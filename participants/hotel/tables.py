@@ -1,0 +1,8 @@
+from __future__ import annotations
+
+from participants.kit.bookings import booking_tables
+from participants.kit.tables import participant_metadata
+
+SCHEMA = "hotel"
+metadata = participant_metadata(SCHEMA)
+booking, inbox, ledger = booking_tables(metadata)
