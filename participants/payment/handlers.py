@@ -14,6 +14,9 @@ from participants.kit.participant import Participant, Result, refused, succeeded
 from participants.payment.tables import charge, inbox, ledger, refund
 
 DECLINED_CARD = "4000000000000002"
+# Like a provider's "processing error" test card: a transient failure, twice, then success.
+FLAKY_CARD = "4000000000000119"
+FLAKY_ATTEMPTS = 2
 
 
 def make_participant(settings: Settings) -> Participant:
@@ -24,6 +27,12 @@ def make_participant(settings: Settings) -> Participant:
         amount = Decimal(str(p["amount"]))
         if p["card"] == DECLINED_CARD:
             return refused("card_declined", "the card was declined")
+        if p["card"] == FLAKY_CARD and command.attempt <= FLAKY_ATTEMPTS:
+            return Result(
+                messages.Outcome.RETRYABLE,
+                error_code="processing_error",
+                error_message=f"the card network did not answer (attempt {command.attempt})",
+            )
         if amount > limit:
             return refused("amount_over_limit", f"{amount} is above the limit of {limit}")
         charge_id = str(uuid.uuid4())

@@ -20,6 +20,7 @@ import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
 
 from orchestrator.store import migrate
+from participants import registry
 
 FINAL = {"completed", "compensated", "failed"}
 T = TypeVar("T")
@@ -58,6 +59,7 @@ class System:
         self.port = free_port()
         self.workdir = workdir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.commands: dict[str, tuple[str, ...]] = {}
         self.env = {
             **os.environ,
             "SAGA_DATABASE_URL": self.database_url,
@@ -66,6 +68,7 @@ class System:
             "SAGA_TOPIC_PARTITIONS": "4",
             "SAGA_API_PORT": str(self.port),
             "SAGA_LOG_FORMAT": "json",
+            "SAGA_DEFINITIONS": "tests.e2e.sagas",
             "PYTHONUNBUFFERED": "1",
         }
         self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
@@ -82,6 +85,8 @@ class System:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
     def start(self, name: str, *args: str) -> None:
+        args = args or self.commands[name]
+        self.commands[name] = args
         with (self.workdir / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
@@ -90,7 +95,7 @@ class System:
     def start_all(self) -> None:
         self.start("api", "orchestrator", "api")
         self.start("worker", "orchestrator", "worker")
-        for participant in ("inventory", "payment", "shipping"):
+        for participant in registry.names():
             self.start(participant, "participants", "worker", participant)
         wait_for(self._api_healthy, 30, "the api to answer /health")
 
@@ -103,6 +108,10 @@ class System:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+    def kill(self, name: str) -> None:
+        """SIGKILL: no clean-up, no offset commit, no goodbye to the consumer group."""
+        self.stop(name, signal.SIGKILL)
 
     def stop_all(self) -> None:
         for name in list(self.processes):
@@ -139,8 +148,11 @@ class System:
 
     # -- what a user does and checks -------------------------------------------------------
 
-    def start_saga(self, saga_input: dict[str, Any]) -> str:
-        response = self.api.post("/sagas", json={"type": "order", "input": saga_input})
+    def start_saga(
+        self, saga_input: dict[str, Any], saga_type: str = "order", version: int | None = None
+    ) -> str:
+        body = {"type": saga_type, "input": saga_input, "version": version}
+        response = self.api.post("/sagas", json=body)
         assert response.status_code == 202, response.text
         saga_id: str = response.json()["id"]
         return saga_id
@@ -150,6 +162,19 @@ class System:
         assert response.status_code == 200, response.text
         body: dict[str, Any] = response.json()
         return body
+
+    def wait_timeline(
+        self, saga_id: str, kind: str, step: str | None = None, timeout_s: float = 60
+    ) -> dict[str, Any]:
+        def seen() -> dict[str, Any] | None:
+            saga = self.saga(saga_id)
+            hit = any(e["kind"] == kind and step in (None, e["step"]) for e in saga["timeline"])
+            return saga if hit else None
+
+        try:
+            return wait_for(seen, timeout_s, f"{kind} of {step or 'the saga'}")
+        except TimeoutError as exc:
+            raise TimeoutError(f"{exc}\n{self.saga(saga_id)}\n{self.logs()}") from None
 
     def wait_final(self, saga_id: str, timeout_s: float = 60) -> dict[str, Any]:
         def final() -> dict[str, Any] | None:

@@ -4,57 +4,19 @@ from __future__ import annotations
 
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import pytest
 
+from tests.e2e.orders import DECLINED_CARD, journey, new_sku, order, stock
 from tests.e2e.system import System
 
 pytestmark = pytest.mark.e2e
-
-DECLINED_CARD = "4000000000000002"
-
-
-def order(
-    sku: str, quantity: int = 2, card: str = "4242424242424242", country: str = "DE"
-) -> dict[str, Any]:
-    return {
-        "orderId": f"o-{uuid.uuid4().hex[:8]}",
-        "customerId": "c-1",
-        "items": [{"sku": sku, "quantity": quantity}],
-        "amount": "49.90",
-        "currency": "EUR",
-        "card": card,
-        "shippingAddress": {
-            "country": country,
-            "city": "Berlin",
-            "line1": "Main St 1",
-            "postalCode": "10115",
-        },
-    }
-
-
-def new_sku(system: System, quantity: int) -> str:
-    sku = f"SKU-{uuid.uuid4().hex[:8].upper()}"
-    system.restock(sku, quantity)
-    return sku
-
-
-def stock(system: System, sku: str) -> int:
-    quantity: int = system.scalar("SELECT quantity FROM inventory.stock WHERE sku = %s", sku)
-    return quantity
-
-
-def journey(saga: dict[str, Any]) -> list[tuple[str, str | None]]:
-    """The steps' story from the timeline: what was sent, what failed, what was undone."""
-    kinds = {"command_sent", "step_failed", "compensation_sent", "step_compensated"}
-    return [(e["kind"], e["step"]) for e in saga["timeline"] if e["kind"] in kinds]
 
 
 def test_order_completes_with_stock_taken_one_charge_and_one_shipment(system: System) -> None:
     sku = new_sku(system, 10)
 
-    saga = system.wait_final(system.start_saga(order(sku, quantity=3)))
+    saga = system.wait_final(system.start_saga(order(sku, quantity=3), version=1))
 
     assert saga["status"] == "completed", saga
     assert stock(system, sku) == 7
@@ -79,7 +41,7 @@ def test_order_completes_with_stock_taken_one_charge_and_one_shipment(system: Sy
 def test_declined_payment_releases_the_reservation(system: System) -> None:
     sku = new_sku(system, 10)
 
-    saga = system.wait_final(system.start_saga(order(sku, card=DECLINED_CARD)))
+    saga = system.wait_final(system.start_saga(order(sku, card=DECLINED_CARD), version=1))
 
     assert saga["status"] == "compensated", saga
     assert stock(system, sku) == 10
@@ -102,7 +64,7 @@ def test_declined_payment_releases_the_reservation(system: System) -> None:
 def test_failed_shipment_refunds_then_releases(system: System) -> None:
     sku = new_sku(system, 10)
 
-    saga = system.wait_final(system.start_saga(order(sku, country="AQ")))
+    saga = system.wait_final(system.start_saga(order(sku, country="AQ"), version=1))
 
     assert saga["status"] == "compensated", saga
     assert journey(saga) == [
@@ -146,7 +108,7 @@ def test_fifty_concurrent_orders_all_finish_and_the_stock_adds_up(system: System
     ]
 
     with ThreadPoolExecutor(max_workers=10) as pool:
-        ids = list(pool.map(system.start_saga, orders))
+        ids = list(pool.map(lambda o: system.start_saga(o, version=1), orders))
         sagas = list(pool.map(lambda saga_id: system.wait_final(saga_id, 120), ids))
 
     by_status: dict[str, int] = {}

@@ -1,0 +1,44 @@
+"""Saga definitions the system tests add through SAGA_DEFINITIONS, as a user would.
+
+`order` version 2 is version 1 with timeouts short enough to watch them fire;
+`order_parallel` charges the card and creates the shipment at the same time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from orchestrator.saga.definition import RetryPolicy, SagaDefinition
+from orchestrator.sagas import order
+
+FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, max_backoff_s=1)
+PATIENT_COMPENSATION = RetryPolicy(max_attempts=30, initial_backoff_s=0.5, max_backoff_s=1)
+
+ORDER_V2 = dataclasses.replace(
+    order.DEFINITION,
+    version=2,
+    steps=tuple(
+        dataclasses.replace(
+            step,
+            timeout_s=2.0,
+            retry=FAST_RETRY,
+            compensation_timeout_s=2.0,
+            compensation_retry=PATIENT_COMPENSATION,
+        )
+        for step in order.DEFINITION.steps
+    ),
+)
+
+reserve, charge, ship = ORDER_V2.steps
+ORDER_PARALLEL = SagaDefinition(
+    name="order_parallel",
+    version=1,
+    validate_input=order.validate_input,
+    steps=(
+        reserve,
+        dataclasses.replace(charge, group="pay_and_ship"),
+        dataclasses.replace(ship, group="pay_and_ship"),
+    ),
+)
+
+DEFINITIONS = (ORDER_V2, ORDER_PARALLEL)
