@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
+import subprocess
 import sys
 
 from orchestrator import logs
+from orchestrator.saga.definition import DefinitionRegistry
 from orchestrator.saga.errors import OrchestratorError
 from orchestrator.settings import Settings, SettingsError, load_settings
 
@@ -19,6 +22,14 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("worker", help="relay the outbox and consume replies")
     commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
     commands.add_parser("topics", help="create the Kafka topics that are missing")
+    definitions = commands.add_parser("definitions", help="the saga definitions loaded")
+    definition_commands = definitions.add_subparsers(dest="action", required=True)
+    definition_commands.add_parser("list", help="every saga type and version")
+    show = definition_commands.add_parser("show", help="a definition's steps and diagram")
+    show.add_argument("name")
+    show.add_argument("--version", type=int, help="the newest when omitted")
+    show.add_argument("--format", choices=["text", "mermaid", "dot", "svg", "png"], default="text")
+    show.add_argument("--output", help="write the diagram to this file (svg, png)")
     return parser
 
 
@@ -47,9 +58,39 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "migrate":
         migrate.upgrade(settings.database_url)
         print("database schema is at the newest revision")
+    elif args.command == "definitions":
+        _definitions(args, bootstrap.build_registry(settings))
     elif args.command == "topics":
         created = asyncio.run(bootstrap.create_topics(settings))
         print("created: " + (", ".join(created) if created else "nothing, all exist"))
+
+
+def _definitions(args: argparse.Namespace, registry: DefinitionRegistry) -> None:
+    from orchestrator import diagram
+
+    if args.action == "list":
+        for definition in registry.all():
+            steps = " -> ".join(s.name for s in definition.steps)
+            print(f"{definition.name} v{definition.version}: {steps}")
+        return
+    definition = registry.get(args.name, args.version)
+    if args.format == "text":
+        print(diagram.table(definition) + "\n\n" + diagram.mermaid(definition))
+    elif args.format == "mermaid":
+        print(diagram.mermaid(definition))
+    elif args.format == "dot":
+        print(diagram.dot(definition))
+    else:
+        _render(diagram.dot(definition), args.format, args.output)
+
+
+def _render(source: str, fmt: str, output: str | None) -> None:
+    dot = shutil.which("dot")
+    if dot is None:
+        sys.exit("orchestrator: rendering needs Graphviz's `dot` (apt-get install graphviz)")
+    target = output or f"saga.{fmt}"
+    subprocess.run([dot, f"-T{fmt}", "-o", target], input=source.encode(), check=True)
+    print(f"wrote {target}")
 
 
 if __name__ == "__main__":

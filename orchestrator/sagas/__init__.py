@@ -5,7 +5,9 @@ in SAGA_DEFINITIONS. Each module exposes `DEFINITIONS`, a sequence of SagaDefini
 from __future__ import annotations
 
 import importlib
+import os
 import pkgutil
+import sys
 from collections.abc import Iterable, Sequence
 from importlib import metadata
 
@@ -42,6 +44,8 @@ def build_registry(
     extra_modules: Sequence[str] = (), participants: Iterable[str] | None = None
 ) -> DefinitionRegistry:
     registry = DefinitionRegistry(participants)
+    if extra_modules and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())  # as `python -m` would: the user's own modules
     modules = dict.fromkeys([*builtin_modules(), *entry_point_modules(), *extra_modules])
     for module_name in modules:
         for definition in load_definitions(module_name):

@@ -9,7 +9,7 @@ from tests.conftest import service_urls
 from tests.e2e.system import System
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     database_url, kafka = service_urls()
     workdir: Path = tmp_path_factory.mktemp("system")

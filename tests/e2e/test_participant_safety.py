@@ -1,0 +1,104 @@
+"""The three anomalies, against the real inventory participant over Kafka: a duplicate
+command, an empty compensation, and an action arriving after its own compensation."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from orchestrator.saga import messages
+from orchestrator.transport import codec
+from tests.e2e.orders import new_sku, stock
+from tests.e2e.system import System
+
+pytestmark = pytest.mark.e2e
+
+
+def command(saga_id: str, message_type: str, payload: dict[str, object]) -> messages.Message:
+    return messages.command(
+        message_type=message_type,
+        saga_id=saga_id,
+        saga_type="order",
+        step="reserve_inventory",
+        attempt=1,
+        payload=payload,
+        now=datetime.now(UTC),
+        causation_id=None,
+    )
+
+
+async def exchange(
+    system: System, commands: list[messages.Message], replies: int
+) -> list[messages.Message]:
+    """Publish commands to inventory as the orchestrator would; collect the replies."""
+    servers = system.kafka.split(",")
+    consumer = AIOKafkaConsumer(
+        system.namespace + ".replies",
+        bootstrap_servers=servers,
+        group_id=f"test-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+    await consumer.start()
+    await producer.start()
+    saga_ids = {c.saga_id for c in commands}
+    try:
+        for c in commands:
+            await producer.send_and_wait(
+                system.namespace + ".inventory.commands", codec.encode(c), key=c.saga_id.encode()
+            )
+        got: list[messages.Message] = []
+        async with asyncio.timeout(30):
+            async for record in consumer:
+                reply = codec.decode(record.value)
+                if reply.saga_id in saga_ids:
+                    got.append(reply)
+                if len(got) == replies:
+                    return got
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    raise AssertionError("unreachable")
+
+
+def reserve(saga_id: str, sku: str) -> messages.Message:
+    return command(
+        saga_id, "inventory.reserve", {"orderId": "o-1", "items": [{"sku": sku, "quantity": 4}]}
+    )
+
+
+async def test_a_duplicate_command_gets_the_stored_reply_and_is_applied_once(
+    system: System,
+) -> None:
+    sku = new_sku(system, 10)
+    once = reserve(messages.new_id(), sku)
+
+    first, second = await exchange(system, [once, once], replies=2)
+
+    assert first == second  # the very same reply, message id included
+    assert first.outcome is messages.Outcome.SUCCESS
+    assert stock(system, sku) == 6
+
+
+async def test_an_empty_compensation_succeeds_and_the_late_action_is_refused(
+    system: System,
+) -> None:
+    sku = new_sku(system, 10)
+    saga_id = messages.new_id()
+    release = command(saga_id, "inventory.release", {"orderId": "o-1"})
+
+    released, late = await exchange(system, [release, reserve(saga_id, sku)], replies=2)
+
+    assert released.outcome is messages.Outcome.SUCCESS
+    assert released.data == {"empty": True}
+    assert late.outcome is messages.Outcome.FAILURE
+    assert late.error["code"] == "compensated"
+    assert stock(system, sku) == 10  # no hanging reservation
+    assert (
+        system.scalar("SELECT state FROM inventory.step_ledger WHERE saga_id = %s", saga_id)
+        == "tombstone"
+    )
