@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
-from orchestrator.saga import messages
+from orchestrator.saga import messages, operations
 from orchestrator.saga import saga as core
 from orchestrator.saga.definition import SagaDefinition
 from orchestrator.saga.machine import SagaStatus
@@ -79,6 +79,17 @@ class SagaHarness:
     def deliver(self, reply: messages.Message) -> None:
         """Hand one reply to the saga, as the worker would."""
         self._apply(core.handle_reply(self.saga, self.definition, reply, self.now))
+
+    def abort(self, reason: str = "test", actor: str = "tester") -> None:
+        self._apply(operations.abort(self.saga, self.definition, self.now, actor, reason))
+
+    def retry(self, reason: str = "test", actor: str = "tester") -> None:
+        self._apply(operations.retry(self.saga, self.definition, self.now, actor, reason))
+
+    def skip(self, step: str, reason: str = "test", actor: str = "tester") -> None:
+        self._apply(
+            operations.skip_compensation(self.saga, self.definition, step, self.now, actor, reason)
+        )
 
     def advance(self, seconds: float) -> None:
         """Move the clock, firing every deadline and retry time that falls on the way."""

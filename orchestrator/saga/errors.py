@@ -45,3 +45,7 @@ class ConcurrencyConflictError(OrchestratorError):
 
 class UndecodableMessageError(OrchestratorError):
     """The message cannot be decoded."""
+
+
+class OperatorActionRefusedError(OrchestratorError):
+    """The saga's state does not allow this operator action."""

@@ -58,7 +58,7 @@ class StepMachine(StateChart[Any]):
     sent = State(value=StepStatus.SENT.value)
     retry_wait = State(value=StepStatus.RETRY_WAIT.value)
     succeeded = State(value=StepStatus.SUCCEEDED.value)
-    failed = State(final=True, value=StepStatus.FAILED.value)
+    failed = State(value=StepStatus.FAILED.value)
     timed_out = State(value=StepStatus.TIMED_OUT.value)
     compensating = State(value=StepStatus.COMPENSATING.value)
     compensated = State(final=True, value=StepStatus.COMPENSATED.value)
@@ -77,6 +77,8 @@ class StepMachine(StateChart[Any]):
         | compensating.to(compensating)
     )
     finish_compensation = compensating.to(compensated)
+    # an operator's retry of a step after the pivot that was lost
+    redo = failed.to(pending) | timed_out.to(pending)
 
 
 class _Holder:

@@ -126,7 +126,7 @@ def start(
     decision = Decision(saga, definition, now)
     decision.note("saga_started", version=definition.version)
     decision.emit("saga.started", None, input=saga.input)
-    _advance(decision, None)
+    advance(decision, None)
     return decision
 
 
@@ -184,7 +184,7 @@ def _on_action_reply(
         state.result, state.error = dict(reply.data), None
         decision.saga.context.update(reply.data)
         decision.note("step_succeeded", step.name)
-        _advance(decision, reply.message_id)
+        advance(decision, reply.message_id)
         return
     state.error = dict(reply.error)
     if outcome is messages.Outcome.RETRYABLE and state.attempt < step.retry.max_attempts:
@@ -214,7 +214,7 @@ def _on_compensation_reply(
     if reply.outcome is messages.Outcome.SUCCESS:
         state.move("finish_compensation")
         decision.note("step_compensated", step.name)
-        _compensate_next(decision, reply.message_id)
+        compensate_next(decision, reply.message_id)
         return
     _compensation_failed(decision, step, state, dict(reply.error), reply.message_id)
 
@@ -242,7 +242,7 @@ def _on_deadline(decision: Decision, step: Step, state: StepState) -> None:
 def _on_retry_time(decision: Decision, step: Step, state: StepState) -> None:
     state.next_attempt_at = None
     if state.status is StepStatus.COMPENSATING:
-        _dispatch_compensation(decision, step, state, None)
+        dispatch_compensation(decision, step, state, None)
     elif state.status is StepStatus.RETRY_WAIT and decision.saga.status is SagaStatus.RUNNING:
         _dispatch(decision, step, state, None)
 
@@ -262,7 +262,7 @@ def _schedule_retry(decision: Decision, step: Step, state: StepState) -> None:
 # -- moving forward and backward -----------------------------------------------------------
 
 
-def _advance(decision: Decision, causation_id: str | None) -> None:
+def advance(decision: Decision, causation_id: str | None) -> None:
     """Send the next step (or parallel group), or complete the saga."""
     saga = decision.saga
     if saga.status is not SagaStatus.RUNNING:
@@ -287,9 +287,9 @@ def _on_step_lost(
     """A step will not succeed: compensate before the pivot, stop for an operator after."""
     saga = decision.saga
     if saga.status is not SagaStatus.RUNNING:
-        _compensate_next(decision, causation_id)  # already compensating: just go on
+        compensate_next(decision, causation_id)  # already compensating: just go on
         return
-    if _pivot_passed(decision):
+    if pivot_passed(decision):
         saga.move("fail")
         detail = {"step": step.name, "reason": dict(reason), "cause": "step after the pivot lost"}
         decision.note("saga_failed", step.name, **detail)
@@ -297,10 +297,10 @@ def _on_step_lost(
         return
     saga.move("compensate")
     decision.note("saga_compensating", step.name, **reason)
-    _compensate_next(decision, causation_id)
+    compensate_next(decision, causation_id)
 
 
-def _compensate_next(decision: Decision, causation_id: str | None) -> None:
+def compensate_next(decision: Decision, causation_id: str | None) -> None:
     """Compensate the latest step that may have taken effect; finish when none is left."""
     saga = decision.saga
     if saga.status is not SagaStatus.COMPENSATING:
@@ -310,7 +310,7 @@ def _compensate_next(decision: Decision, causation_id: str | None) -> None:
     for step in reversed(decision.definition.steps):
         state = saga.steps[step.name]
         if state.status in UNCERTAIN_OR_DONE and step.compensation:
-            _dispatch_compensation(decision, step, state, causation_id)
+            dispatch_compensation(decision, step, state, causation_id)
             return
     saga.move("finish_compensation")
     decision.note("saga_compensated")
@@ -343,7 +343,7 @@ def _compensation_failed(
     decision.emit("saga.failed", causation_id, **detail)
 
 
-def _pivot_passed(decision: Decision) -> bool:
+def pivot_passed(decision: Decision) -> bool:
     index = decision.definition.pivot_index
     if index is None:
         return False
@@ -362,7 +362,7 @@ def _dispatch(decision: Decision, step: Step, state: StepState, causation_id: st
     _send(decision, "command_sent", step, step.command, step.build, state.attempt, causation_id)
 
 
-def _dispatch_compensation(
+def dispatch_compensation(
     decision: Decision, step: Step, state: StepState, causation_id: str | None
 ) -> None:
     assert step.compensation, "validated at registration"

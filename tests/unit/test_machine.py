@@ -38,6 +38,8 @@ STEP_ALLOWED = {
     ("retry_wait", "compensate"): "compensating",
     ("compensating", "compensate"): "compensating",
     ("compensating", "finish_compensation"): "compensated",
+    ("failed", "redo"): "pending",
+    ("timed_out", "redo"): "pending",
 }
 STEP_EVENTS = sorted({event for _, event in STEP_ALLOWED})
 

@@ -1,0 +1,86 @@
+import pytest
+
+from orchestrator.saga.errors import OperatorActionRefusedError
+from orchestrator.saga.machine import StepStatus
+from orchestrator.sagas import order
+from orchestrator.testing import SagaHarness
+from tests.unit.test_saga import ORDER_INPUT, PIVOTED
+
+
+def started(definition=order.DEFINITION) -> SagaHarness:  # type: ignore[no-untyped-def]
+    h = SagaHarness(definition)
+    h.start(ORDER_INPUT if definition is order.DEFINITION else {})
+    return h
+
+
+def test_abort_compensates_what_ran_and_what_is_in_flight() -> None:
+    h = started()
+    h.run(until=lambda h: "charge_payment" in h.actions())  # reserved; the charge in flight
+    h.abort("customer cancelled", actor="ops@example.com")
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations() == ["charge_payment", "reserve_inventory"]
+    entry = next(e for e in h.timeline if e.kind == "operator_abort")
+    assert entry.detail == {"actor": "ops@example.com", "reason": "customer cancelled"}
+    assert h.saga.steps["create_shipment"].status is StepStatus.PENDING
+
+
+def test_a_repeated_abort_changes_nothing() -> None:
+    h = started()
+    h.abort()
+    before = (len(h.timeline), len(h.commands))
+    h.abort()
+    assert (len(h.timeline), len(h.commands)) == before
+
+
+def test_abort_after_the_pivot_or_at_the_end_is_refused() -> None:
+    h = started(PIVOTED)
+    h.run(until=lambda h: "c" in h.actions())
+    with pytest.raises(OperatorActionRefusedError, match="passed its pivot"):
+        h.abort()
+    h.run()
+    with pytest.raises(OperatorActionRefusedError, match="already completed"):
+        h.abort()
+
+
+def test_retry_of_a_failed_compensation_runs_it_again_and_finishes() -> None:
+    h = SagaHarness(order.DEFINITION)
+    h.script("charge_payment", "failure")
+    h.script_compensation("reserve_inventory", *["failure"] * 5)
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "failed"
+    h.retry("inventory fixed")
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations().count("reserve_inventory") == 6
+    with pytest.raises(OperatorActionRefusedError, match="already compensated"):
+        h.retry()
+
+
+def test_retry_after_the_pivot_sends_the_lost_step_again() -> None:
+    h = SagaHarness(PIVOTED)
+    h.script("c", "failure")
+    h.start({})
+    h.run()
+    assert h.status == "failed"
+    h.retry("participant fixed")
+    h.run()
+    assert h.status == "completed"
+    assert h.actions() == ["a", "b", "c", "c"]
+
+
+def test_skip_marks_a_stuck_compensation_done_and_the_saga_goes_on() -> None:
+    h = SagaHarness(order.DEFINITION)
+    h.script("create_shipment", "failure")
+    h.script_compensation("charge_payment", *["failure"] * 5)
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "failed"
+    with pytest.raises(OperatorActionRefusedError, match="only a failed saga's stuck"):
+        h.skip("reserve_inventory")
+    h.skip("charge_payment", "refunded by hand in the provider's console")
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations()[-1] == "reserve_inventory"
+    assert h.saga.steps["charge_payment"].status is StepStatus.COMPENSATED
