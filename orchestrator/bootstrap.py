@@ -10,9 +10,11 @@ import uvicorn
 
 from orchestrator import sagas, scheduler
 from orchestrator.api.app import create_app
+from orchestrator.api.auth import Authenticator
 from orchestrator.saga.definition import DefinitionRegistry
 from orchestrator.service import SagaService
 from orchestrator.settings import Settings
+from orchestrator.store import migrate
 from orchestrator.store.queries import SqlSagaReader
 from orchestrator.store.unit_of_work import SqlUnitOfWork, create_engine
 from orchestrator.transport import consumer, faust_app, topics
@@ -40,9 +42,21 @@ async def create_topics(settings: Settings) -> list[str]:
 
 
 def run_api(settings: Settings, port: int | None = None) -> None:
+    authenticator = Authenticator(settings)
+    if authenticator.insecure:
+        log.warning("api_insecure", detail="SAGA_INSECURE_DEV is set: no authentication")
     engine = create_engine(settings.database_url, settings.db_pool_size)
+
+    async def schema_at_head() -> None:
+        await migrate.check_at_head(engine)
+
     app = create_app(
-        build_service(settings, engine), SqlSagaReader(engine), on_shutdown=engine.dispose
+        build_service(settings, engine),
+        SqlSagaReader(engine),
+        authenticator,
+        max_body_bytes=settings.max_body_bytes,
+        schema_check=schema_at_head,
+        on_shutdown=engine.dispose,
     )
     uvicorn.run(
         app,

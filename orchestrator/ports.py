@@ -20,6 +20,16 @@ class Publication:
     message: messages.Message
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Idempotency:
+    key: str
+    request_hash: str
+
+
+class DuplicateIdempotencyKeyError(Exception):
+    """Another transaction stored a saga with this idempotency key first."""
+
+
 class SagaStore(Protocol):
     """Everything one transaction may read and write; it commits all of it or none."""
 
@@ -31,7 +41,11 @@ class SagaStore(Protocol):
 
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None: ...
 
-    async def insert(self, saga: Saga, now: datetime) -> None: ...
+    async def insert(self, saga: Saga, now: datetime, idempotency: Idempotency | None) -> None:
+        """Store a new saga; raise DuplicateIdempotencyKey when the key is taken."""
+
+    async def find_by_idempotency_key(self, key: str) -> tuple[Saga, str] | None:
+        """The saga started with this key, and the hash of the request that started it."""
 
     async def update(self, saga: Saga, now: datetime) -> None:
         """Store the saga if its version is still the one loaded, else raise a conflict."""

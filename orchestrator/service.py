@@ -3,17 +3,26 @@
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
-from orchestrator.ports import Clock, Publication, SagaStore, UnitOfWork
-from orchestrator.saga import messages
+from orchestrator.ports import (
+    Clock,
+    DuplicateIdempotencyKeyError,
+    Idempotency,
+    Publication,
+    SagaStore,
+    UnitOfWork,
+)
+from orchestrator.saga import messages, operations
 from orchestrator.saga import saga as core
 from orchestrator.saga.definition import DefinitionRegistry
-from orchestrator.saga.errors import SagaNotFoundError
+from orchestrator.saga.errors import IdempotencyConflictError, SagaNotFoundError
 
 log = structlog.get_logger(__name__)
 
@@ -42,16 +51,73 @@ class SagaService:
         self._clock = clock or SystemClock()
 
     async def start_saga(
-        self, saga_type: str, raw_input: Mapping[str, Any], version: int | None = None
-    ) -> core.Saga:
+        self,
+        saga_type: str,
+        raw_input: Mapping[str, Any],
+        version: int | None = None,
+        idempotency_key: str | None = None,
+    ) -> tuple[core.Saga, bool]:
+        """Start a saga; with a key, a repeat of the same request returns the saga it
+        started (and False) and a different request with that key is refused."""
         definition = self._registry.get(saga_type, version)
         saga_input = definition.validate_input(raw_input)
+        idempotency = None
+        if idempotency_key is not None:
+            idempotency = Idempotency(
+                idempotency_key, _request_hash(saga_type, version, saga_input)
+            )
+            existing = await self._started_with(idempotency)
+            if existing is not None:
+                return existing, False
         now = self._clock.now()
         decision = core.start(definition, messages.new_id(), saga_input, now)
-        async with self._uow.transaction() as store:
-            await store.insert(decision.saga, now)
-            await self._record(store, decision, now)
+        try:
+            async with self._uow.transaction() as store:
+                await store.insert(decision.saga, now, idempotency)
+                await self._record(store, decision, now)
+        except DuplicateIdempotencyKeyError:
+            assert idempotency is not None
+            existing = await self._started_with(idempotency)
+            assert existing is not None, "the key's saga committed"
+            return existing, False
         log.info("saga_started", saga_id=decision.saga.id, saga_type=saga_type)
+        return decision.saga, True
+
+    async def _started_with(self, idempotency: Idempotency) -> core.Saga | None:
+        async with self._uow.transaction() as store:
+            found = await store.find_by_idempotency_key(idempotency.key)
+        if found is None:
+            return None
+        saga, request_hash = found
+        if request_hash != idempotency.request_hash:
+            raise IdempotencyConflictError(
+                f"idempotency key {idempotency.key!r} was used for a different request "
+                f"(saga {saga.id})"
+            )
+        return saga
+
+    async def operate(
+        self, saga_id: str, action: str, actor: str, reason: str, step: str | None = None
+    ) -> core.Saga:
+        """Apply an operator action under the saga's row lock: one writer per saga."""
+        now = self._clock.now()
+        async with self._uow.transaction() as store:
+            saga = await store.load(saga_id, for_update=True)
+            if saga is None:
+                raise SagaNotFoundError(f"no saga has id {saga_id}")
+            definition = self._registry.get(saga.type, saga.definition_version)
+            if action == "abort":
+                decision = operations.abort(saga, definition, now, actor, reason)
+            elif action == "retry":
+                decision = operations.retry(saga, definition, now, actor, reason)
+            elif action == "skip" and step is not None:
+                decision = operations.skip_compensation(saga, definition, step, now, actor, reason)
+            else:
+                raise ValueError(f"unknown operator action {action!r}")
+            if decision.timeline:  # a repeat that changed nothing stores nothing
+                await store.update(decision.saga, now)
+                await self._record(store, decision, now)
+        log.info("operator_action", saga_id=saga_id, action=action, actor=actor, step=step)
         return decision.saga
 
     async def handle_reply(self, reply: messages.Message) -> ReplyOutcome:
@@ -101,3 +167,8 @@ class SagaService:
             Publication(self._topic_of(out.channel), out.message) for out in decision.outgoing
         ]
         await store.append(decision.saga.id, decision.timeline, publications, now)
+
+
+def _request_hash(saga_type: str, version: int | None, saga_input: Mapping[str, Any]) -> str:
+    canonical = json.dumps([saga_type, version, saga_input], sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()

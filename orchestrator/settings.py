@@ -39,6 +39,12 @@ class Settings(BaseSettings):
     participants: str = pydantic.Field(
         default="", description="comma-separated participants run outside this project"
     )
+    viewer_tokens: str = pydantic.Field(default="", description="[name:]token,...", repr=False)
+    operator_tokens: str = pydantic.Field(default="", description="[name:]token,...", repr=False)
+    insecure_dev: bool = pydantic.Field(
+        default=False, description="serve the api without tokens (development only)"
+    )
+    max_body_bytes: int = pydantic.Field(default=1_048_576, ge=1024)
     payment_limit: str = pydantic.Field(default="10000.00", pattern=r"^[0-9]+(\.[0-9]{1,2})?$")
 
     @pydantic.field_validator("database_url")

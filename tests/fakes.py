@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from orchestrator.ports import Publication
+from orchestrator.ports import DuplicateIdempotencyKeyError, Idempotency, Publication
 from orchestrator.saga.errors import ConcurrencyConflictError
 from orchestrator.saga.saga import Saga, TimelineEntry
 
@@ -19,6 +19,7 @@ class FakeStore:
         self._db = db
         self.sagas = copy.deepcopy(db.sagas)
         self.processed = set(db.processed)
+        self.keys: dict[str, tuple[str, str]] = {}
         self.timeline: list[tuple[str, TimelineEntry]] = []
         self.outbox: list[Publication] = []
 
@@ -38,9 +39,19 @@ class FakeStore:
         saga = self.sagas.get(saga_id)
         return copy.deepcopy(saga) if saga else None
 
-    async def insert(self, saga: Saga, now: datetime) -> None:
+    async def insert(self, saga: Saga, now: datetime, idempotency: Idempotency | None) -> None:
+        if idempotency is not None:
+            if idempotency.key in self._db.keys:
+                raise DuplicateIdempotencyKeyError(idempotency)
+            self.keys[idempotency.key] = (saga.id, idempotency.request_hash)
         saga.version = 1
         self.sagas[saga.id] = copy.deepcopy(saga)
+
+    async def find_by_idempotency_key(self, key: str) -> tuple[Saga, str] | None:
+        if key not in self._db.keys:
+            return None
+        saga_id, request_hash = self._db.keys[key]
+        return copy.deepcopy(self._db.sagas[saga_id]), request_hash
 
     async def update(self, saga: Saga, now: datetime) -> None:
         if self._db.sagas[saga.id].version != saga.version:
@@ -63,6 +74,7 @@ class FakeDatabase:
     def __init__(self) -> None:
         self.sagas: dict[str, Saga] = {}
         self.processed: set[str] = set()
+        self.keys: dict[str, tuple[str, str]] = {}
         self.timeline: list[tuple[str, TimelineEntry]] = []
         self.outbox: list[Publication] = []
 
@@ -72,5 +84,6 @@ class FakeDatabase:
         yield store  # an exception here discards the store: a rollback
         self.sagas = store.sagas
         self.processed = store.processed
+        self.keys.update(store.keys)
         self.timeline += store.timeline
         self.outbox += store.outbox

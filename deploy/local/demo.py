@@ -75,6 +75,11 @@ def run(client: httpx.Client, title: str, saga_input: dict[str, Any]) -> dict[st
 
 
 def main() -> None:
+    if processes.insecure():
+        print(
+            "The api runs with SAGA_INSECURE_DEV=1: no tokens needed, for this demo only.\n"
+            "Set SAGA_OPERATOR_TOKENS / SAGA_VIEWER_TOKENS to protect it.\n"
+        )
     processes.start()
     with httpx.Client(base_url=API, timeout=10) as client:
         wait_until(lambda: client.get("/health").status_code == 200, 60, "the api")

@@ -46,10 +46,26 @@ def start() -> None:
             continue
         with (LOGS / f"{name}.log").open("ab") as log:
             process = subprocess.Popen(
-                command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                cwd=ROOT,
+                env=_env(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         (RUN / f"{name}.pid").write_text(str(process.pid))
         print(f"{name:<10} started (pid {process.pid}), log: .local/logs/{name}.log")
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    if not (env.get("SAGA_VIEWER_TOKENS") or env.get("SAGA_OPERATOR_TOKENS")):
+        env["SAGA_INSECURE_DEV"] = "1"
+    return env
+
+
+def insecure() -> bool:
+    return _env().get("SAGA_INSECURE_DEV") == "1"
 
 
 def stop() -> None:

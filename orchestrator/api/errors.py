@@ -20,6 +20,10 @@ STATUS_OF: dict[type[errors.OrchestratorError], tuple[int, str]] = {
     errors.InvalidSagaInputError: (422, "invalid_input"),
     errors.InvalidTransitionError: (409, "invalid_transition"),
     errors.ConcurrencyConflictError: (409, "conflict"),
+    errors.OperatorActionRefusedError: (409, "action_refused"),
+    errors.IdempotencyConflictError: (409, "idempotency_conflict"),
+    errors.InvalidQueryError: (422, "invalid_query"),
+    errors.NotReadyError: (503, "not_ready"),
 }
 
 
@@ -51,9 +55,16 @@ async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "invalid_request", "the request is not valid", details)
 
 
+_HTTP_CODES = {401: "unauthenticated", 403: "forbidden", 404: "not_found", 405: "not_allowed"}
+
+
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, "http_error", str(exc.detail))
+    response = error_response(
+        exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail)
+    )
+    response.headers.update(exc.headers or {})
+    return response
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -1,23 +1,44 @@
-"""The REST routes."""
+"""The REST routes: start sagas, read them, act on them."""
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
 
-from orchestrator.api import schemas
-from orchestrator.ports import SagaReader
-from orchestrator.saga.errors import SagaNotFoundError
+from orchestrator.api import auth, schemas
+from orchestrator.saga.errors import InvalidQueryError, SagaNotFoundError
+from orchestrator.saga.machine import SagaStatus
 from orchestrator.service import SagaService
+from orchestrator.store.queries import SagaFilter, SqlSagaReader
 
 router = APIRouter()
 
+Viewer = Annotated[auth.Principal, Depends(auth.viewer)]
+Operator = Annotated[auth.Principal, Depends(auth.operator)]
+SagaId = Annotated[str, Path(description="the saga's id (a UUID)")]
+
 _ERRORS: dict[int | str, dict[str, Any]] = {
-    404: {"model": schemas.ErrorResponse, "description": "no saga has this id"},
-    422: {"model": schemas.ErrorResponse, "description": "the request is not valid"},
+    code: {"model": schemas.ErrorResponse, "description": text}
+    for code, text in {
+        401: "no valid bearer token",
+        403: "the token's role does not allow this",
+        404: "no saga has this id",
+        409: "the saga's state does not allow this, or the idempotency key was used before",
+        422: "the request is not valid",
+    }.items()
 }
+
+
+def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: _ERRORS[code] for code in codes}
+
+
+class InvalidDurationError(InvalidQueryError):
+    """The duration is not valid: use a number and a unit, like 30s, 10m, 2h or 1d."""
 
 
 def service(request: Request) -> SagaService:
@@ -25,49 +46,208 @@ def service(request: Request) -> SagaService:
     return result
 
 
-def reader(request: Request) -> SagaReader:
-    result: SagaReader = request.app.state.reader
+def reader(request: Request) -> SqlSagaReader:
+    result: SqlSagaReader = request.app.state.reader
     return result
+
+
+Sagas = Annotated[SagaService, Depends(service)]
+Reader = Annotated[SqlSagaReader, Depends(reader)]
 
 
 @router.post(
     "/sagas",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=schemas.SagaStarted,
-    responses={422: _ERRORS[422]},
+    responses={
+        200: {"model": schemas.SagaStarted, "description": "started before with this key"},
+        **_responses(401, 403, 409, 422),
+    },
     summary="Start a saga",
 )
 async def start_saga(
     body: schemas.StartSaga,
     request: Request,
     response: Response,
-    sagas: Annotated[SagaService, Depends(service)],
+    sagas: Sagas,
+    _: Operator,
+    idempotency_key: Annotated[
+        str | None,
+        Header(max_length=200, description="the same key and body return the same saga"),
+    ] = None,
 ) -> schemas.SagaStarted:
-    saga = await sagas.start_saga(body.type, body.input, body.version)
+    saga, created = await sagas.start_saga(body.type, body.input, body.version, idempotency_key)
+    if not created:
+        response.status_code = status.HTTP_200_OK
     response.headers["Location"] = str(request.url_for("get_saga", saga_id=saga.id))
     return schemas.SagaStarted(id=saga.id, status=saga.status.value)
 
 
 @router.get(
+    "/sagas",
+    response_model=schemas.SagaPage,
+    responses=_responses(401, 422),
+    summary="List sagas, newest first, a page at a time",
+)
+async def list_sagas(
+    sagas: Reader,
+    _: Viewer,
+    status_: Annotated[
+        list[SagaStatus] | None, Query(alias="status", description="repeat for several")
+    ] = None,
+    saga_type: Annotated[str | None, Query(alias="type")] = None,
+    created_after: datetime | None = None,
+    created_before: datetime | None = None,
+    updated_before: datetime | None = None,
+    stuck_for: Annotated[
+        str | None, Query(description="non-final and unchanged for this long: 30s, 10m, 2h")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+) -> schemas.SagaPage:
+    statuses = tuple(s.value for s in status_ or ())
+    if stuck_for is not None:
+        cutoff = datetime.now(UTC) - parse_duration(stuck_for)
+        updated_before = min(filter(None, (updated_before, cutoff)))
+        statuses = statuses or ("running", "compensating", "failed")
+    where = SagaFilter(statuses, saga_type, created_after, created_before, updated_before)
+    items, next_cursor = await sagas.list_sagas(where, limit, cursor)
+    return schemas.SagaPage.model_validate({"items": items, "next_cursor": next_cursor})
+
+
+@router.get(
+    "/sagas/stats",
+    response_model=schemas.Stats,
+    responses=_responses(401),
+    summary="Counts by status and type, the oldest running saga, the outbox backlog",
+)
+async def stats(sagas: Reader, _: Viewer) -> dict[str, Any]:
+    return await sagas.stats()
+
+
+@router.get(
     "/sagas/{saga_id}",
     response_model=schemas.SagaDetail,
-    responses={404: _ERRORS[404]},
+    responses=_responses(401, 404),
     summary="Read a saga with its steps and timeline",
 )
-async def get_saga(
-    saga_id: Annotated[str, Path(description="the saga's id (a UUID)")],
-    sagas: Annotated[SagaReader, Depends(reader)],
-) -> dict[str, Any]:
+async def get_saga(saga_id: SagaId, sagas: Reader, _: Viewer) -> dict[str, Any]:
     view = await sagas.saga_view(saga_id) if _is_uuid(saga_id) else None
     if view is None:
         raise SagaNotFoundError(f"no saga has id {saga_id}")
     return view
 
 
-@router.get("/health", summary="Liveness and database reachability")
-async def health(sagas: Annotated[SagaReader, Depends(reader)]) -> dict[str, str]:
-    await sagas.saga_view(str(uuid.UUID(int=0)))
+@router.get(
+    "/sagas/{saga_id}/timeline",
+    response_model=schemas.TimelinePage,
+    responses=_responses(401, 404),
+    summary="Page through a saga's history, oldest first",
+)
+async def get_timeline(
+    saga_id: SagaId,
+    sagas: Reader,
+    _: Viewer,
+    after: Annotated[int | None, Query(ge=0, description="the last id of the page before")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> schemas.TimelinePage:
+    items = await sagas.timeline_page(saga_id, after, limit) if _is_uuid(saga_id) else None
+    if items is None:
+        raise SagaNotFoundError(f"no saga has id {saga_id}")
+    next_after = items[-1]["id"] if len(items) == limit else None
+    return schemas.TimelinePage.model_validate({"items": items, "next_after": next_after})
+
+
+async def _act(
+    saga_id: str,
+    action: str,
+    body: schemas.OperatorAction,
+    who: auth.Principal,
+    sagas: SagaService,
+    reads: SqlSagaReader,
+    step: str | None = None,
+) -> dict[str, Any]:
+    if not _is_uuid(saga_id):
+        raise SagaNotFoundError(f"no saga has id {saga_id}")
+    await sagas.operate(saga_id, action, who.name, body.reason, step)
+    view = await reads.saga_view(saga_id)
+    assert view is not None
+    return view
+
+
+_ACTION_ERRORS = _responses(401, 403, 404, 409, 422)
+
+
+@router.post(
+    "/sagas/{saga_id}/abort",
+    response_model=schemas.SagaDetail,
+    responses=_ACTION_ERRORS,
+    summary="Compensate now (before the pivot)",
+)
+async def abort(
+    saga_id: SagaId, body: schemas.OperatorAction, who: Operator, sagas: Sagas, reads: Reader
+) -> dict[str, Any]:
+    return await _act(saga_id, "abort", body, who, sagas, reads)
+
+
+@router.post(
+    "/sagas/{saga_id}/retry",
+    response_model=schemas.SagaDetail,
+    responses=_ACTION_ERRORS,
+    summary="Resume a failed saga",
+)
+async def retry(
+    saga_id: SagaId, body: schemas.OperatorAction, who: Operator, sagas: Sagas, reads: Reader
+) -> dict[str, Any]:
+    return await _act(saga_id, "retry", body, who, sagas, reads)
+
+
+@router.post(
+    "/sagas/{saga_id}/steps/{step}/skip",
+    response_model=schemas.SagaDetail,
+    responses=_ACTION_ERRORS,
+    summary="Mark a failed saga's stuck compensation as done by hand",
+)
+async def skip(
+    saga_id: SagaId,
+    step: str,
+    body: schemas.OperatorAction,
+    who: Operator,
+    sagas: Sagas,
+    reads: Reader,
+) -> dict[str, Any]:
+    return await _act(saga_id, "skip", body, who, sagas, reads, step)
+
+
+@router.get("/healthz", summary="The process is alive")
+async def healthz() -> dict[str, str]:
     return {"status": "ok"}
+
+
+@router.get("/readyz", summary="The database answers and its schema is at the newest revision")
+async def readyz(request: Request, sagas: Reader) -> dict[str, str]:
+    await sagas.ping()
+    check = request.app.state.schema_check
+    if check is not None:
+        await check()
+    return {"status": "ready"}
+
+
+@router.get("/health", include_in_schema=False)
+async def health(sagas: Reader) -> dict[str, str]:
+    await sagas.ping()
+    return {"status": "ok"}
+
+
+_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_duration(text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if match is None:
+        raise InvalidDurationError(f"invalid duration {text!r}: use 30s, 10m, 2h or 1d")
+    return timedelta(**{_UNITS[match[2]]: int(match[1])})
 
 
 def _is_uuid(value: str) -> bool:

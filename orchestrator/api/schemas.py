@@ -53,6 +53,7 @@ class Step(pydantic.BaseModel):
 
 
 class TimelineEntry(pydantic.BaseModel):
+    id: int
     at: datetime
     kind: str
     step: str | None
@@ -60,18 +61,53 @@ class TimelineEntry(pydantic.BaseModel):
     message_id: str | None
 
 
-class SagaDetail(pydantic.BaseModel):
+class SagaSummary(pydantic.BaseModel):
     id: str
     type: str
     definition_version: int
     status: str
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class SagaDetail(SagaSummary):
     input: dict[str, Any]
     context: dict[str, Any]
     steps: list[Step]
     timeline: list[TimelineEntry]
+    wake_at: datetime | None
+
+
+class SagaPage(pydantic.BaseModel):
+    items: list[SagaSummary]
+    next_cursor: str | None = pydantic.Field(description="pass as `cursor` for the next page")
+
+
+class TimelinePage(pydantic.BaseModel):
+    items: list[TimelineEntry]
+    next_after: int | None = pydantic.Field(description="pass as `after` for the next page")
+
+
+class OldestRunning(pydantic.BaseModel):
+    id: str
     created_at: datetime
-    updated_at: datetime
-    version: int
+
+
+class Stats(pydantic.BaseModel):
+    by_status: dict[str, int]
+    by_type: dict[str, dict[str, int]]
+    oldest_running: OldestRunning | None
+    outbox_backlog: int
+    outbox_oldest_unpublished_at: datetime | None
+
+
+class OperatorAction(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "customer cancelled"}]}
+    )
+
+    reason: str = pydantic.Field(min_length=1, max_length=1000, description="why, for the record")
 
 
 class ErrorBody(pydantic.BaseModel):

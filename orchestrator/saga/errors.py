@@ -49,3 +49,15 @@ class UndecodableMessageError(OrchestratorError):
 
 class OperatorActionRefusedError(OrchestratorError):
     """The saga's state does not allow this operator action."""
+
+
+class IdempotencyConflictError(OrchestratorError):
+    """The idempotency key was used before with a different request."""
+
+
+class InvalidQueryError(OrchestratorError):
+    """The query is not valid."""
+
+
+class NotReadyError(OrchestratorError):
+    """The service is not ready."""

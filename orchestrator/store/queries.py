@@ -1,20 +1,40 @@
-"""Read models for the API: what operators see of a saga."""
+"""Read models for operators: a saga in full, pages of sagas and of timelines, statistics."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import json
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.store.tables import saga, saga_step, saga_timeline
+from orchestrator.saga.errors import InvalidQueryError
+from orchestrator.store.tables import outbox, saga, saga_step, saga_timeline
+
+NON_FINAL = ("running", "compensating", "failed")
+
+
+class InvalidCursorError(InvalidQueryError):
+    """The cursor is not one this api gave out."""
+
+
+@dataclasses.dataclass(frozen=True)
+class SagaFilter:
+    statuses: tuple[str, ...] = ()
+    saga_type: str | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+    updated_before: datetime | None = None
 
 
 class SqlSagaReader:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
-    async def saga_view(self, saga_id: str) -> dict[str, Any] | None:
+    async def saga_view(self, saga_id: str, timeline_limit: int = 1000) -> dict[str, Any] | None:
         async with self._engine.connect() as conn:
             row = (
                 (await conn.execute(sa.select(saga).where(saga.c.id == saga_id)))
@@ -28,24 +48,126 @@ class SqlSagaReader:
                 .where(saga_step.c.saga_id == saga_id)
                 .order_by(saga_step.c.position)
             )
-            timeline = await conn.execute(
-                sa.select(saga_timeline)
-                .where(saga_timeline.c.saga_id == saga_id)
-                .order_by(saga_timeline.c.id)
-            )
+            timeline = await _timeline(conn, saga_id, None, timeline_limit)
             return {
-                "id": str(row["id"]),
-                "type": row["type"],
-                "definition_version": row["definition_version"],
-                "status": row["status"],
+                **_summary(row),
                 "input": row["input"],
                 "context": row["context"],
                 "steps": [_step(s) for s in steps.mappings()],
-                "timeline": [_entry(e) for e in timeline.mappings()],
-                "created_at": row["created_at"],
-                "updated_at": row["updated_at"],
-                "version": row["version"],
+                "timeline": timeline,
+                "wake_at": row["wake_at"],
             }
+
+    async def list_sagas(
+        self, where: SagaFilter, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first, by (created_at, id): sagas created while paging land before the
+        first page, so no page repeats or skips one."""
+        query = sa.select(saga).order_by(saga.c.created_at.desc(), saga.c.id.desc())
+        if where.statuses:
+            query = query.where(saga.c.status.in_(where.statuses))
+        if where.saga_type:
+            query = query.where(saga.c.type == where.saga_type)
+        if where.created_after:
+            query = query.where(saga.c.created_at > where.created_after)
+        if where.created_before:
+            query = query.where(saga.c.created_at < where.created_before)
+        if where.updated_before:
+            query = query.where(saga.c.updated_at < where.updated_before)
+        if cursor:
+            created_at, saga_id = _decode_cursor(cursor)
+            query = query.where(sa.tuple_(saga.c.created_at, saga.c.id) < (created_at, saga_id))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.limit(limit + 1))).mappings().all()
+        page = [_summary(r) for r in rows[:limit]]
+        more = len(rows) > limit
+        return page, _encode_cursor(rows[limit - 1]) if more else None
+
+    async def timeline_page(
+        self, saga_id: str, after: int | None, limit: int
+    ) -> list[dict[str, Any]] | None:
+        async with self._engine.connect() as conn:
+            exists = await conn.scalar(sa.select(saga.c.id).where(saga.c.id == saga_id))
+            if exists is None:
+                return None
+            return await _timeline(conn, saga_id, after, limit)
+
+    async def stats(self) -> dict[str, Any]:
+        async with self._engine.connect() as conn:
+            counts = await conn.execute(
+                sa.select(saga.c.type, saga.c.status, sa.func.count()).group_by(
+                    saga.c.type, saga.c.status
+                )
+            )
+            oldest = (
+                await conn.execute(
+                    sa.select(saga.c.id, saga.c.created_at)
+                    .where(saga.c.status == "running")
+                    .order_by(saga.c.created_at)
+                    .limit(1)
+                )
+            ).first()
+            backlog = (
+                await conn.execute(
+                    sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
+                        outbox.c.published_at.is_(None)
+                    )
+                )
+            ).one()
+        by_status: dict[str, int] = {}
+        by_type: dict[str, dict[str, int]] = {}
+        for saga_type, status, n in counts:
+            by_status[status] = by_status.get(status, 0) + n
+            by_type.setdefault(saga_type, {})[status] = n
+        return {
+            "by_status": by_status,
+            "by_type": by_type,
+            "oldest_running": {"id": str(oldest.id), "created_at": oldest.created_at}
+            if oldest
+            else None,
+            "outbox_backlog": backlog[0],
+            "outbox_oldest_unpublished_at": backlog[1],
+        }
+
+    async def ping(self) -> None:
+        async with self._engine.connect() as conn:
+            await conn.execute(sa.text("SELECT 1"))
+
+
+async def _timeline(
+    conn: AsyncConnection, saga_id: str, after: int | None, limit: int
+) -> list[dict[str, Any]]:
+    query = sa.select(saga_timeline).where(saga_timeline.c.saga_id == saga_id)
+    if after is not None:
+        query = query.where(saga_timeline.c.id > after)
+    rows = await conn.execute(query.order_by(saga_timeline.c.id).limit(limit))
+    return [_entry(e) for e in rows.mappings()]
+
+
+def _encode_cursor(row: sa.RowMapping) -> str:
+    raw = json.dumps([row["created_at"].isoformat(), str(row["id"])]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, saga_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), str(saga_id)
+    except (ValueError, TypeError) as exc:
+        raise InvalidCursorError(f"the cursor {cursor!r} is not valid") from exc
+
+
+def _summary(row: sa.RowMapping) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "type": row["type"],
+        "definition_version": row["definition_version"],
+        "status": row["status"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+        "version": row["version"],
+    }
 
 
 def _step(row: sa.RowMapping) -> dict[str, Any]:
@@ -64,6 +186,7 @@ def _step(row: sa.RowMapping) -> dict[str, Any]:
 
 def _entry(row: sa.RowMapping) -> dict[str, Any]:
     return {
+        "id": row["id"],
         "at": row["at"],
         "kind": row["kind"],
         "step": row["step"],

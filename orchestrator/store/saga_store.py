@@ -7,10 +7,11 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.ports import Publication
+from orchestrator.ports import DuplicateIdempotencyKeyError, Idempotency, Publication
 from orchestrator.saga.errors import ConcurrencyConflictError
 from orchestrator.saga.machine import SagaStatus, StepStatus
 from orchestrator.saga.saga import Saga, StepState, TimelineEntry
@@ -62,7 +63,35 @@ class SqlSagaStore:
             version=row["version"],
         )
 
-    async def insert(self, new: Saga, now: datetime) -> None:
+    async def insert(self, new: Saga, now: datetime, idempotency: Idempotency | None) -> None:
+        try:
+            async with self._conn.begin_nested():
+                await self._insert_saga(new, now, idempotency)
+        except sa_exc.IntegrityError as exc:
+            if "uq_saga_idempotency_key" in str(exc.orig):
+                raise DuplicateIdempotencyKeyError(idempotency) from exc
+            raise
+        await self._conn.execute(
+            saga_step.insert(),
+            [_step_row(new.id, i, s, now) for i, s in enumerate(new.steps.values())],
+        )
+        new.version = 1
+
+    async def find_by_idempotency_key(self, key: str) -> tuple[Saga, str] | None:
+        row = (
+            await self._conn.execute(
+                sa.select(saga.c.id, saga.c.request_hash).where(saga.c.idempotency_key == key)
+            )
+        ).first()
+        if row is None:
+            return None
+        found = await self.load(str(row.id), for_update=False)
+        assert found is not None
+        return found, row.request_hash
+
+    async def _insert_saga(
+        self, new: Saga, now: datetime, idempotency: Idempotency | None
+    ) -> None:
         await self._conn.execute(
             saga.insert().values(
                 id=new.id,
@@ -75,13 +104,10 @@ class SqlSagaStore:
                 updated_at=now,
                 version=1,
                 wake_at=new.wake_at,
+                idempotency_key=idempotency.key if idempotency else None,
+                request_hash=idempotency.request_hash if idempotency else None,
             )
         )
-        await self._conn.execute(
-            saga_step.insert(),
-            [_step_row(new.id, i, s, now) for i, s in enumerate(new.steps.values())],
-        )
-        new.version = 1
 
     async def update(self, changed: Saga, now: datetime) -> None:
         result = await self._conn.execute(

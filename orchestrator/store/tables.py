@@ -27,6 +27,7 @@ saga = sa.Table(
     sa.Column("input", pg.JSONB, nullable=False),
     sa.Column("context", pg.JSONB, nullable=False),
     sa.Column("idempotency_key", sa.Text, nullable=True, unique=True),
+    sa.Column("request_hash", sa.Text, nullable=True),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("version", sa.Integer, nullable=False),
@@ -37,6 +38,8 @@ saga = sa.Table(
     ),
     sa.Index(None, "status", "updated_at"),
     sa.Index(None, "created_at", "id"),
+    sa.Index(None, "status", "created_at", "id"),
+    sa.Index(None, "type", "created_at", "id"),
     sa.Index("ix_saga_wake_at", "wake_at", postgresql_where=sa.text("wake_at IS NOT NULL")),
 )
 

@@ -23,6 +23,8 @@ from orchestrator.store import migrate
 from participants import registry
 
 FINAL = {"completed", "compensated", "failed"}
+OPERATOR_TOKEN = "operator-token-for-tests"
+VIEWER_TOKEN = "viewer-token-for-tests"
 T = TypeVar("T")
 
 
@@ -69,9 +71,16 @@ class System:
             "SAGA_API_PORT": str(self.port),
             "SAGA_LOG_FORMAT": "json",
             "SAGA_DEFINITIONS": "tests.e2e.sagas",
+            "SAGA_OPERATOR_TOKENS": f"tester:{OPERATOR_TOKEN}",
+            "SAGA_VIEWER_TOKENS": f"watcher:{VIEWER_TOKEN}",
             "PYTHONUNBUFFERED": "1",
         }
-        self.api = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=10)
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.api = httpx.Client(
+            base_url=self.url,
+            timeout=10,
+            headers={"Authorization": f"Bearer {OPERATOR_TOKEN}"},
+        )
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -142,7 +151,7 @@ class System:
             if process.poll() is not None:
                 raise RuntimeError(f"{name} exited with {process.returncode}:\n{self.logs()}")
         try:
-            return self.api.get("/health").status_code == 200
+            return self.api.get("/readyz").status_code == 200
         except httpx.TransportError:
             return False
 

@@ -4,7 +4,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator.saga import messages
-from orchestrator.saga.errors import InvalidSagaInputError, SagaNotFoundError
+from orchestrator.saga.errors import (
+    IdempotencyConflictError,
+    InvalidSagaInputError,
+    SagaNotFoundError,
+)
 from orchestrator.sagas import build_registry
 from orchestrator.service import ReplyOutcome, SagaService
 from tests.fakes import FakeDatabase
@@ -40,7 +44,7 @@ def reply_to_last_command(db: FakeDatabase, outcome: messages.Outcome) -> messag
 async def test_start_stores_the_saga_and_its_first_command_together(
     db: FakeDatabase, service: SagaService
 ) -> None:
-    saga = await service.start_saga("order", ORDER_INPUT)
+    saga, _ = await service.start_saga("order", ORDER_INPUT)
 
     assert db.sagas[saga.id].status == "running"
     assert [(p.topic, p.message.message_type) for p in db.outbox] == [
@@ -60,7 +64,7 @@ async def test_invalid_input_stores_nothing(db: FakeDatabase, service: SagaServi
 
 
 async def test_a_reply_is_applied_once(db: FakeDatabase, service: SagaService) -> None:
-    saga = await service.start_saga("order", ORDER_INPUT)
+    saga, _ = await service.start_saga("order", ORDER_INPUT)
     reply = reply_to_last_command(db, messages.Outcome.SUCCESS)
 
     first = await service.handle_reply(reply)
@@ -90,7 +94,7 @@ async def test_due_timers_fire_once_and_resend_the_command(
 ) -> None:
     clock = MovableClock()
     service = SagaService(db, build_registry(), topic_of, clock)
-    saga = await service.start_saga("order", ORDER_INPUT)
+    saga, _ = await service.start_saga("order", ORDER_INPUT)
 
     assert await service.fire_timers() == 0
     clock.at += timedelta(seconds=31)  # past the reservation's deadline
@@ -114,3 +118,16 @@ class MovableClock:
 
     def now(self) -> datetime:
         return self.at
+
+
+async def test_the_same_idempotency_key_and_request_return_the_same_saga(
+    db: FakeDatabase, service: SagaService
+) -> None:
+    first, created = await service.start_saga("order", ORDER_INPUT, idempotency_key="k-1")
+    again, created_again = await service.start_saga("order", ORDER_INPUT, idempotency_key="k-1")
+
+    assert (created, created_again) == (True, False)
+    assert again.id == first.id
+    assert len(db.sagas) == 1
+    with pytest.raises(IdempotencyConflictError, match="different request"):
+        await service.start_saga("order", {**ORDER_INPUT, "orderId": "o-2"}, idempotency_key="k-1")
