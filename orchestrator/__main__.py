@@ -20,6 +20,7 @@ def _parser() -> argparse.ArgumentParser:
     api = commands.add_parser("api", help="serve the REST api")
     api.add_argument("--port", type=int, help="port (default: SAGA_API_PORT or 8000)")
     commands.add_parser("worker", help="relay the outbox and consume replies")
+    commands.add_parser("sagas", help="query and act on sagas through the api (see --help)")
     commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
     commands.add_parser("topics", help="create the Kafka topics that are missing")
     definitions = commands.add_parser("definitions", help="the saga definitions loaded")
@@ -34,6 +35,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["sagas"]:  # the operator's CLI talks to the api, not to the database
+        from orchestrator.cli import app
+
+        app(argv[1:], prog_name="orchestrator sagas")
+        return
     args = _parser().parse_args(argv)
     try:
         settings = load_settings()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import prometheus_client
 import structlog
 import uvicorn
 
@@ -76,6 +77,8 @@ def run_worker(settings: Settings) -> None:
         engine, publisher, settings.relay_batch_size, settings.relay_idle_interval_s
     )
     app = faust_app.create_app(settings, f"{settings.topic_namespace}-orchestrator")
+    if settings.worker_metrics_port:
+        prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.api_host)
 
     async def apply_reply(record: consumer.Consumed) -> None:
         await consumer.apply(record, service.handle_reply, publisher)

@@ -26,7 +26,7 @@ def table(definition: SagaDefinition) -> str:
 def mermaid(definition: SagaDefinition, current: str | None = None) -> str:
     """Steps left to right, each with its compensation below it, dashed edges backwards."""
     lines = ["flowchart LR", "  start((start))", "  done((done))"]
-    for group, members in _stages(definition):
+    for group, members in stages(definition):
         if group:
             lines.append(f'  subgraph {group}["{group} (parallel)"]')
         for step in members:
@@ -36,7 +36,7 @@ def mermaid(definition: SagaDefinition, current: str | None = None) -> str:
         if group:
             lines.append("  end")
     previous = ["start"]
-    for _, members in _stages(definition):
+    for _, members in stages(definition):
         lines += [f"  {p} --> {m.name}" for p in previous for m in members]
         previous = [m.name for m in members]
     lines += [f"  {p} --> done" for p in previous]
@@ -58,7 +58,7 @@ def dot(definition: SagaDefinition) -> str:
     ]
     previous = ["start"]
     lines.append("  start [shape=circle]; done [shape=doublecircle];")
-    for _, members in _stages(definition):
+    for _, members in stages(definition):
         for step in members:
             shape = "hexagon" if step.pivot else "box"
             lines.append(f'  {step.name} [shape={shape}, label="{step.name}\\n{step.command}"];')
@@ -72,7 +72,7 @@ def dot(definition: SagaDefinition) -> str:
     return "\n".join(lines)
 
 
-def _stages(definition: SagaDefinition) -> list[tuple[str | None, list[Step]]]:
+def stages(definition: SagaDefinition) -> list[tuple[str | None, list[Step]]]:
     """Consecutive steps of one group form one stage; any other step is a stage alone."""
     stages: list[tuple[str | None, list[Step]]] = []
     for step in definition.steps:

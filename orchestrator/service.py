@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from orchestrator import metrics
 from orchestrator.ports import (
     Clock,
     DuplicateIdempotencyKeyError,
@@ -21,7 +22,7 @@ from orchestrator.ports import (
 )
 from orchestrator.saga import messages, operations
 from orchestrator.saga import saga as core
-from orchestrator.saga.definition import DefinitionRegistry
+from orchestrator.saga.definition import DefinitionRegistry, SagaDefinition
 from orchestrator.saga.errors import IdempotencyConflictError, SagaNotFoundError
 
 log = structlog.get_logger(__name__)
@@ -75,6 +76,7 @@ class SagaService:
             async with self._uow.transaction() as store:
                 await store.insert(decision.saga, now, idempotency)
                 await self._record(store, decision, now)
+            metrics.observe(definition, None, decision)
         except DuplicateIdempotencyKeyError:
             assert idempotency is not None
             existing = await self._started_with(idempotency)
@@ -117,6 +119,7 @@ class SagaService:
             if decision.timeline:  # a repeat that changed nothing stores nothing
                 await store.update(decision.saga, now)
                 await self._record(store, decision, now)
+        metrics.observe(definition, saga, decision)
         log.info("operator_action", saga_id=saga_id, action=action, actor=actor, step=step)
         return decision.saga
 
@@ -133,6 +136,7 @@ class SagaService:
             decision = core.handle_reply(saga, definition, reply, now)
             await store.update(decision.saga, now)
             await self._record(store, decision, now)
+        metrics.observe(definition, saga, decision)
         log.info(
             "reply_applied",
             saga_id=reply.saga_id,
@@ -149,6 +153,7 @@ class SagaService:
         Any number of workers may call this together: each saga is claimed by one of them.
         """
         now = self._clock.now()
+        decisions = []
         async with self._uow.transaction() as store:
             due = await store.claim_due(now, limit)
             for saga_id in due:
@@ -158,9 +163,15 @@ class SagaService:
                 decision = core.handle_timers(saga, definition, now)
                 await store.update(decision.saga, now)
                 await self._record(store, decision, now)
+                decisions.append((definition, saga, decision))
                 for entry in decision.timeline:
                     log.info(entry.kind, saga_id=saga_id, step=entry.step)
+        for observed in decisions:
+            metrics.observe(*observed)
         return len(due)
+
+    def definition(self, saga_type: str, version: int) -> SagaDefinition:
+        return self._registry.get(saga_type, version)
 
     async def _record(self, store: SagaStore, decision: core.Decision, now: datetime) -> None:
         publications = [

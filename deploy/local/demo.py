@@ -99,6 +99,9 @@ The api, the worker and the participants keep running (logs in .local/logs/).
   Start a saga:  curl -si -X POST {API}/sagas -H 'content-type: application/json' \\
                    -d '{{"type": "order", "input": {{...}}}}'
   Read it back:  curl -s {API}/sagas/{completed["id"]}
+  Dashboard:     {API}/ui
+  CLI:           .venv/bin/orchestrator sagas list --url {API}
+                 .venv/bin/orchestrator sagas show {compensated["id"]} --url {API}
   Stop it all:   make stop"""
     )
     sys.exit(0 if ok else 1)

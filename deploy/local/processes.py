@@ -17,12 +17,13 @@ RUN = ROOT / ".local" / "run"
 LOGS = ROOT / ".local" / "logs"
 BIN = Path(sys.executable).parent
 
+sys.path.insert(0, str(ROOT))
+from participants import registry  # noqa: E402  # the shipped participants, by convention
+
 PROCESSES = {
     "api": [str(BIN / "orchestrator"), "api"],
     "worker": [str(BIN / "orchestrator"), "worker"],
-    "inventory": [str(BIN / "participants"), "worker", "inventory"],
-    "payment": [str(BIN / "participants"), "worker", "payment"],
-    "shipping": [str(BIN / "participants"), "worker", "shipping"],
+    **{name: [str(BIN / "participants"), "worker", name] for name in registry.names()},
 }
 
 

@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from orchestrator.api import errors, routes
+from orchestrator.api import errors, routes, ui
 from orchestrator.api.auth import Authenticator
 from orchestrator.service import SagaService
 from orchestrator.store.queries import SqlSagaReader
@@ -40,6 +40,7 @@ def create_app(
     app.state.schema_check = schema_check
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(ui.router)
 
     @app.middleware("http")
     async def limit_body(

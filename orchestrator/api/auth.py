@@ -54,13 +54,16 @@ class Authenticator:
                 "or set SAGA_INSECURE_DEV=1 to serve the api without authentication"
             )
 
+    def lookup(self, token: str) -> Principal | None:
+        for known, principal in self._tokens.items():
+            if hmac.compare_digest(known.encode(), token.encode()):
+                return principal
+        return None
+
     def principal(self, request: Request) -> Principal | None:
         token = _bearer(request) or request.cookies.get(COOKIE)
         if token:
-            for known, principal in self._tokens.items():
-                if hmac.compare_digest(known.encode(), token.encode()):
-                    return principal
-            return None
+            return self.lookup(token)
         return Principal("anonymous", Role.OPERATOR) if self.insecure else None
 
     def require(self, request: Request, role: Role) -> Principal:

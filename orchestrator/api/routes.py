@@ -8,7 +8,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from orchestrator import metrics
 from orchestrator.api import auth, schemas
 from orchestrator.saga.errors import InvalidQueryError, SagaNotFoundError
 from orchestrator.saga.machine import SagaStatus
@@ -217,6 +220,16 @@ async def skip(
     reads: Reader,
 ) -> dict[str, Any]:
     return await _act(saga_id, "skip", body, who, sagas, reads, step)
+
+
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    summary="Prometheus metrics: this process's counters and the database's gauges",
+)
+async def prometheus_metrics(sagas: Reader) -> PlainTextResponse:
+    body = generate_latest() + metrics.database_gauges(await sagas.stats(), datetime.now(UTC))
+    return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
 
 @router.get("/healthz", summary="The process is alive")

@@ -58,6 +58,7 @@ class Saga:
     context: dict[str, Any]
     steps: dict[str, StepState]
     version: int = 0
+    started_at: datetime | None = None
 
     def move(self, event: str) -> None:
         self.status = SagaStatus(transition(SagaMachine, self.status, event))
@@ -122,6 +123,7 @@ def start(
         input=dict(saga_input),
         context={},
         steps={s.name: StepState(s.name) for s in definition.steps},
+        started_at=now,
     )
     decision = Decision(saga, definition, now)
     decision.note("saga_started", version=definition.version)

@@ -61,6 +61,7 @@ class SqlSagaStore:
             context=row["context"],
             steps={s["name"]: _step_state(s) for s in steps.mappings()},
             version=row["version"],
+            started_at=row["created_at"],
         )
 
     async def insert(self, new: Saga, now: datetime, idempotency: Idempotency | None) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 from sqlalchemy import exc as sa_exc
 
+from orchestrator import metrics
 from orchestrator.saga import messages
 from orchestrator.saga.errors import (
     ConcurrencyConflictError,
@@ -89,6 +90,7 @@ async def dead_letter(record: Consumed, publisher: Publisher, reason: str) -> No
     ]
     key = record.key.decode(errors="replace") if record.key else ""
     await publisher.publish([Record(record.topic + DLQ_SUFFIX, key, record.value or b"", headers)])
+    metrics.DEAD_LETTERS.labels(record.topic).inc()
     log.warning(
         "message_dead_lettered",
         reason=reason,

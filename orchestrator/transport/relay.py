@@ -8,6 +8,7 @@ import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orchestrator import metrics
 from orchestrator.store.tables import outbox
 from orchestrator.transport.producer import Publisher, Record
 
@@ -75,5 +76,6 @@ class OutboxRelay:
                 .where(outbox.c.id.in_([r.id for r in rows]))
                 .values(published_at=sa.func.now())
             )
+        metrics.RELAYED.inc(len(rows))
         log.debug("outbox_relayed", count=len(rows))
         return len(rows)

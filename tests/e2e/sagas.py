@@ -41,4 +41,29 @@ ORDER_PARALLEL = SagaDefinition(
     ),
 )
 
-DEFINITIONS = (ORDER_V2, ORDER_PARALLEL)
+
+# the charge is the pivot: once the card is charged, the order only moves forward
+ORDER_PIVOT = dataclasses.replace(
+    ORDER_V2,
+    name="order_pivot",
+    version=1,
+    steps=(reserve, dataclasses.replace(charge, pivot=True), ship),
+)
+
+# gives up on a compensation quickly, to leave a saga `failed` for an operator
+ORDER_FRAGILE = dataclasses.replace(
+    ORDER_V2,
+    name="order_fragile",
+    version=1,
+    steps=tuple(
+        dataclasses.replace(
+            step,
+            timeout_s=1.0,
+            compensation_timeout_s=1.0,
+            compensation_retry=RetryPolicy(max_attempts=2, initial_backoff_s=0.2),
+        )
+        for step in ORDER_V2.steps
+    ),
+)
+
+DEFINITIONS = (ORDER_V2, ORDER_PARALLEL, ORDER_PIVOT, ORDER_FRAGILE)

@@ -59,6 +59,7 @@ class System:
         self.kafka = kafka
         self.namespace = f"t{suffix}"
         self.port = free_port()
+        self.worker_metrics_port = free_port()
         self.workdir = workdir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.commands: dict[str, tuple[str, ...]] = {}
@@ -69,6 +70,7 @@ class System:
             "SAGA_TOPIC_NAMESPACE": self.namespace,
             "SAGA_TOPIC_PARTITIONS": "4",
             "SAGA_API_PORT": str(self.port),
+            "SAGA_WORKER_METRICS_PORT": str(self.worker_metrics_port),
             "SAGA_LOG_FORMAT": "json",
             "SAGA_DEFINITIONS": "tests.e2e.sagas",
             "SAGA_OPERATOR_TOKENS": f"tester:{OPERATOR_TOKEN}",
