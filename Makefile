@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: help install services migrate demo up down test unit e2e lint format stop
+.PHONY: help install services browser migrate demo test unit lint format stop
 
 help:
 	@echo "make demo      install, start PostgreSQL + Kafka + the services, run two orders"
@@ -42,7 +42,10 @@ format: install
 unit: install
 	$(BIN)/pytest tests/unit
 
-test: install services lint
+browser:
+	deploy/local/browser
+
+test: install services browser lint
 	$(BIN)/pytest
 
 stop:
