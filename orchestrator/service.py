@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -57,6 +58,7 @@ class SagaService:
         raw_input: Mapping[str, Any],
         version: int | None = None,
         idempotency_key: str | None = None,
+        trace_id: str = "",
     ) -> tuple[core.Saga, bool]:
         """Start a saga; with a key, a repeat of the same request returns the saga it
         started (and False) and a different request with that key is refused."""
@@ -71,7 +73,8 @@ class SagaService:
             if existing is not None:
                 return existing, False
         now = self._clock.now()
-        decision = core.start(definition, messages.new_id(), saga_input, now)
+        trace_id = trace_id or uuid.uuid4().hex
+        decision = core.start(definition, messages.new_id(), saga_input, now, trace_id)
         try:
             async with self._uow.transaction() as store:
                 await store.insert(decision.saga, now, idempotency)
@@ -82,7 +85,7 @@ class SagaService:
             existing = await self._started_with(idempotency)
             assert existing is not None, "the key's saga committed"
             return existing, False
-        log.info("saga_started", saga_id=decision.saga.id, saga_type=saga_type)
+        log.info("saga_started", saga_id=decision.saga.id, saga_type=saga_type, trace_id=trace_id)
         return decision.saga, True
 
     async def _started_with(self, idempotency: Idempotency) -> core.Saga | None:

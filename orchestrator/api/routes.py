@@ -17,6 +17,7 @@ from orchestrator.saga.errors import InvalidQueryError, SagaNotFoundError
 from orchestrator.saga.machine import SagaStatus
 from orchestrator.service import SagaService
 from orchestrator.store.queries import SagaFilter, SqlSagaReader
+from orchestrator.transport import codec
 
 router = APIRouter()
 
@@ -79,7 +80,10 @@ async def start_saga(
         Header(max_length=200, description="the same key and body return the same saga"),
     ] = None,
 ) -> schemas.SagaStarted:
-    saga, created = await sagas.start_saga(body.type, body.input, body.version, idempotency_key)
+    trace_id = codec.trace_id_of(request.headers.get("traceparent"))
+    saga, created = await sagas.start_saga(
+        body.type, body.input, body.version, idempotency_key, trace_id
+    )
     if not created:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = str(request.url_for("get_saga", saga_id=saga.id))

@@ -39,6 +39,7 @@ class Message:
     source: str
     payload: Mapping[str, Any]
     version: int = ENVELOPE_VERSION
+    trace_id: str = ""  # W3C trace id (32 hex digits) that follows the saga; "" when unknown
 
     @property
     def correlation_id(self) -> str:
@@ -75,6 +76,7 @@ def command(
     payload: Mapping[str, Any],
     now: datetime,
     causation_id: str | None,
+    trace_id: str = "",
 ) -> Message:
     return Message(
         message_id=new_id(),
@@ -88,6 +90,7 @@ def command(
         causation_id=causation_id,
         source="orchestrator",
         payload=dict(payload),
+        trace_id=trace_id,
     )
 
 
@@ -127,6 +130,7 @@ def event(
     now: datetime,
     payload: Mapping[str, Any],
     causation_id: str | None,
+    trace_id: str = "",
 ) -> Message:
     return Message(
         message_id=new_id(),
@@ -140,4 +144,5 @@ def event(
         causation_id=causation_id,
         source="orchestrator",
         payload=dict(payload),
+        trace_id=trace_id,
     )

@@ -59,6 +59,7 @@ class Saga:
     steps: dict[str, StepState]
     version: int = 0
     started_at: datetime | None = None
+    trace_id: str = ""
 
     def move(self, event: str) -> None:
         self.status = SagaStatus(transition(SagaMachine, self.status, event))
@@ -108,12 +109,17 @@ class Decision:
             now=self.now,
             payload={"status": saga.status.value, **payload},
             causation_id=causation_id,
+            trace_id=saga.trace_id,
         )
         self.outgoing.append(Outgoing(EVENTS_CHANNEL, message))
 
 
 def start(
-    definition: SagaDefinition, saga_id: str, saga_input: Mapping[str, Any], now: datetime
+    definition: SagaDefinition,
+    saga_id: str,
+    saga_input: Mapping[str, Any],
+    now: datetime,
+    trace_id: str = "",
 ) -> Decision:
     saga = Saga(
         id=saga_id,
@@ -124,6 +130,7 @@ def start(
         context={},
         steps={s.name: StepState(s.name) for s in definition.steps},
         started_at=now,
+        trace_id=trace_id,
     )
     decision = Decision(saga, definition, now)
     decision.note("saga_started", version=definition.version)
@@ -403,6 +410,7 @@ def _send(
         payload=build(saga.input, saga.context),
         now=decision.now,
         causation_id=causation_id,
+        trace_id=saga.trace_id,
     )
     decision.outgoing.append(Outgoing(step.participant, message))
     decision.timeline.append(

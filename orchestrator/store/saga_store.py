@@ -62,6 +62,7 @@ class SqlSagaStore:
             steps={s["name"]: _step_state(s) for s in steps.mappings()},
             version=row["version"],
             started_at=row["created_at"],
+            trace_id=row["trace_id"] or "",
         )
 
     async def insert(self, new: Saga, now: datetime, idempotency: Idempotency | None) -> None:
@@ -105,6 +106,7 @@ class SqlSagaStore:
                 updated_at=now,
                 version=1,
                 wake_at=new.wake_at,
+                trace_id=new.trace_id or None,
                 idempotency_key=idempotency.key if idempotency else None,
                 request_hash=idempotency.request_hash if idempotency else None,
             )

@@ -32,6 +32,7 @@ saga = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("wake_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Column("trace_id", sa.String(32), nullable=True),
     sa.CheckConstraint(
         "status IN ('running', 'compensating', 'completed', 'compensated', 'failed')",
         name="status_known",

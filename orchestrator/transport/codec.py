@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,7 @@ def to_dict(message: messages.Message) -> dict[str, Any]:
         "causationId": message.causation_id,
         "source": message.source,
         "payload": dict(message.payload),
+        **({"traceId": message.trace_id} if message.trace_id else {}),
     }
 
 
@@ -64,6 +66,7 @@ def decode(raw: bytes | None) -> messages.Message:
             causation_id=data.get("causationId"),
             source=str(data["source"]),
             payload=_object(data.get("payload", {})),
+            trace_id=_trace_id(data.get("traceId")),
         )
     except (ValueError, TypeError) as exc:
         raise UndecodableMessageError(f"the envelope is malformed: {exc}") from None
@@ -107,7 +110,25 @@ def headers(message: messages.Message) -> list[tuple[str, bytes]]:
 
 
 def traceparent(message: messages.Message) -> str:
-    """A W3C trace context whose trace is the saga and whose span is the message."""
-    trace_id = message.saga_id.replace("-", "")[:32].ljust(32, "0")
+    """A W3C trace context: the saga's trace (the one its REST request came with, else one
+    derived from the saga id) and a span for this message."""
+    trace_id = message.trace_id or message.saga_id.replace("-", "")[:32].ljust(32, "0")
     span_id = message.message_id.replace("-", "")[:16].ljust(16, "0")
     return f"00-{trace_id}-{span_id}-01"
+
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")
+
+
+def trace_id_of(header: str | None) -> str:
+    """The trace id of a W3C traceparent header, or "" when it is absent or malformed."""
+    match = _TRACEPARENT.match((header or "").strip().lower())
+    if match is None or match[1] == "0" * 32:
+        return ""
+    return match[1]
+
+
+def _trace_id(value: Any) -> str:
+    if isinstance(value, str) and re.fullmatch(r"[0-9a-f]{32}", value):
+        return value
+    return ""

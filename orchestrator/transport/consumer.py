@@ -57,7 +57,10 @@ async def apply(
         await dead_letter(record, publisher, exc.message)
         return
     structlog.contextvars.bind_contextvars(
-        saga_id=message.saga_id, step=message.step, message_id=message.message_id
+        saga_id=message.saga_id,
+        step=message.step,
+        message_id=message.message_id,
+        trace_id=message.trace_id or None,
     )
     backoff = 0.05
     try:
@@ -77,7 +80,7 @@ async def apply(
                 await dead_letter(record, publisher, f"handler failed: {exc!r}")
                 return
     finally:
-        structlog.contextvars.unbind_contextvars("saga_id", "step", "message_id")
+        structlog.contextvars.unbind_contextvars("saga_id", "step", "message_id", "trace_id")
 
 
 async def dead_letter(record: Consumed, publisher: Publisher, reason: str) -> None:
