@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import prometheus_client
 import structlog
 import uvicorn
 
@@ -76,9 +75,9 @@ def run_worker(settings: Settings) -> None:
     relay = OutboxRelay(
         engine, publisher, settings.relay_batch_size, settings.relay_idle_interval_s
     )
-    app = faust_app.create_app(settings, f"{settings.topic_namespace}-orchestrator")
-    if settings.worker_metrics_port:
-        prometheus_client.start_http_server(settings.worker_metrics_port, addr=settings.api_host)
+    app = faust_app.create_app(
+        settings, f"{settings.topic_namespace}-orchestrator", settings.worker_metrics_port
+    )
 
     async def apply_reply(record: consumer.Consumed) -> None:
         await consumer.apply(record, service.handle_reply, publisher)

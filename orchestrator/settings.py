@@ -33,7 +33,10 @@ class Settings(BaseSettings):
     relay_batch_size: int = pydantic.Field(default=500, ge=1, le=10_000)
     relay_idle_interval_s: float = pydantic.Field(default=0.05, gt=0, le=10)
     worker_metrics_port: int = pydantic.Field(
-        default=9464, ge=0, le=65535, description="the worker's /metrics port; 0: none"
+        default=9464,
+        ge=0,
+        le=65535,
+        description="the worker's /healthz, /readyz and /metrics port; 0: none",
     )
     timer_interval_s: float = pydantic.Field(default=0.1, gt=0, le=60)
     definitions: str = pydantic.Field(

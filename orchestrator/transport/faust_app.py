@@ -7,19 +7,24 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+from prometheus_client import generate_latest
 
 from orchestrator.settings import Settings
 from orchestrator.transport.consumer import Consumed
 
 
-def create_app(settings: Settings, app_id: str) -> faust.App:
+def create_app(settings: Settings, app_id: str, web_port: int = 0) -> faust.App:
+    """The faust app; with a `web_port`, it serves /healthz, /readyz and /metrics there."""
     brokers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(","))
-    return faust.App(
+    app = faust.App(
         app_id,
         broker=brokers,
         key_serializer="raw",
         value_serializer="raw",
-        web_enabled=False,
+        web_enabled=bool(web_port),
+        web_port=web_port or 6066,
+        web_bind=settings.api_host,
+        web_host=settings.api_host,
         topic_disable_leader=True,
         topic_allow_declare=False,
         topic_partitions=settings.topic_partitions,
@@ -29,6 +34,30 @@ def create_app(settings: Settings, app_id: str) -> faust.App:
         stream_wait_empty=True,
         producer_acks=-1,
     )
+    if web_port:
+        _add_probes(app)
+    return app
+
+
+def _add_probes(app: faust.App) -> None:
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        """Ready once the consumer holds partitions: it is taking part in its group."""
+        try:
+            assigned = len(app.consumer.assignment())
+        except Exception:  # the consumer is not started yet
+            assigned = 0
+        body = {"status": "ready" if assigned else "waiting", "partitions": assigned}
+        return web.json(body, status=200 if assigned else 503)
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        # aiohttp sets the charset itself and refuses one in the content type
+        return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
 
 def consume(app: faust.App, topic_name: str, apply: Callable[[Consumed], Awaitable[None]]) -> None:

@@ -108,7 +108,8 @@ class System:
         self.start("worker", "orchestrator", "worker")
         for participant in registry.names():
             self.start(participant, "participants", "worker", participant)
-        wait_for(self._api_healthy, 30, "the api to answer /health")
+        wait_for(self._api_healthy, 30, "the api to answer /readyz")
+        wait_for(self._worker_ready, 60, "the worker to join its consumer group")
 
     def stop(self, name: str, sig: int = signal.SIGTERM, timeout_s: float = 15) -> None:
         process = self.processes.pop(name)
@@ -147,6 +148,13 @@ class System:
             f"--- {p.name} ---\n" + p.read_text(errors="replace")[-4000:]
             for p in sorted(self.workdir.glob("*.log"))
         )
+
+    def _worker_ready(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.worker_metrics_port}/readyz"
+            return httpx.get(url, timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
 
     def _api_healthy(self) -> bool:
         for name, process in self.processes.items():
