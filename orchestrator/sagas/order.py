@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import pydantic
 
+from orchestrator import input_schema
 from orchestrator.saga.definition import Payload, SagaDefinition, Step
-from orchestrator.saga.errors import InvalidSagaInputError
 
 
 class _Model(pydantic.BaseModel):
@@ -38,19 +38,7 @@ class OrderInput(_Model):
     shippingAddress: ShippingAddress
 
 
-_ORDER_INPUT = pydantic.TypeAdapter(OrderInput)
-
-
-def validate_input(raw: Mapping[str, Any]) -> Payload:
-    try:
-        order = _ORDER_INPUT.validate_python(raw)
-    except pydantic.ValidationError as exc:
-        problems = [
-            {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]}
-            for err in exc.errors(include_url=False)
-        ]
-        raise InvalidSagaInputError(problems, "the order input is not valid") from None
-    return order.model_dump(mode="json")
+validate_input = input_schema.validator(OrderInput, "order")
 
 
 def _reserve(inp: Mapping[str, Any], ctx: Mapping[str, Any]) -> Payload:

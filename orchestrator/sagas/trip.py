@@ -8,8 +8,8 @@ from typing import Annotated, Any
 
 import pydantic
 
+from orchestrator import input_schema
 from orchestrator.saga.definition import Payload, SagaDefinition, Step
-from orchestrator.saga.errors import InvalidSagaInputError
 
 Code = Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Z]{3}$")]
 Text = Annotated[str, pydantic.StringConstraints(min_length=1, max_length=128)]
@@ -44,19 +44,7 @@ class TripInput(_Model):
     car: Car
 
 
-_TRIP = pydantic.TypeAdapter(TripInput)
-
-
-def validate_input(raw: Mapping[str, Any]) -> Payload:
-    try:
-        trip = _TRIP.validate_python(raw)
-    except pydantic.ValidationError as exc:
-        problems = [
-            {"field": ".".join(str(p) for p in err["loc"]), "problem": err["msg"]}
-            for err in exc.errors(include_url=False)
-        ]
-        raise InvalidSagaInputError(problems, "the trip input is not valid") from None
-    return trip.model_dump(mode="json", by_alias=True)
+validate_input = input_schema.validator(TripInput, "trip")
 
 
 def _booking(part: str) -> Any:
