@@ -29,4 +29,4 @@ def run_worker(settings: Settings, name: str) -> None:
         await publisher.stop()
         await engine.dispose()
 
-    faust_app.run(app, settings.log_level, on_stop=close)
+    faust_app.run(app, settings, on_stop=close)

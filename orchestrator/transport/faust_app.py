@@ -7,8 +7,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
-from prometheus_client import generate_latest
+from prometheus_client import Gauge, generate_latest
 
+from orchestrator import logs
 from orchestrator.settings import Settings
 from orchestrator.transport.consumer import Consumed
 
@@ -56,6 +57,7 @@ def _add_probes(app: faust.App) -> None:
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
+        _observe_lag(app)
         # aiohttp sets the charset itself and refuses one in the content type
         return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
@@ -79,7 +81,7 @@ def consume(app: faust.App, topic_name: str, apply: Callable[[Consumed], Awaitab
     app.agent(topic, name=agent.__name__)(agent)
 
 
-def run(app: faust.App, log_level: str, on_stop: Callable[[], Awaitable[None]]) -> None:
+def run(app: faust.App, settings: Settings, on_stop: Callable[[], Awaitable[None]]) -> None:
     """Run the app until SIGTERM or SIGINT; `on_stop` runs once the consumer has stopped."""
 
     async def stopped(sender: Any, *args: Any, **kwargs: Any) -> None:
@@ -89,6 +91,32 @@ def run(app: faust.App, log_level: str, on_stop: Callable[[], Awaitable[None]]) 
     shutdown_signal.connect(stopped, weak=False)
     asyncio.set_event_loop(asyncio.new_event_loop())
     # faust narrates every rebalance at INFO; our own structured events say what matters.
-    faust_level = "DEBUG" if log_level == "debug" else "WARNING"
-    worker = faust.Worker(app, loglevel=faust_level, quiet=True, redirect_stdouts=False)
+    libraries = "debug" if settings.log_level == "debug" else "warning"
+    worker = faust.Worker(
+        app,
+        loglevel=libraries.upper(),
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logs.stdlib_config(settings.log_format, libraries),
+    )
     worker.execute_from_commandline()
+
+
+CONSUMER_LAG = Gauge(
+    "saga_consumer_lag", "Records not yet processed, per partition", ["topic", "partition"]
+)
+
+
+def _observe_lag(app: faust.App) -> None:
+    """Lag = the partition's high-water mark minus the committed offset, at scrape time."""
+    consumer: Any = app.consumer
+    try:
+        assigned = consumer.assignment()
+    except Exception:  # not started: nothing to report
+        return
+    for tp in assigned:
+        highwater = consumer.highwater(tp)
+        committed = consumer._committed_offset.get(tp)  # faust keeps no public accessor
+        if highwater is not None:
+            lag = max(0, highwater - (committed or 0))
+            CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)

@@ -267,3 +267,4 @@ def test_metrics_count_what_happened(system: System) -> None:
     assert moved(worker_before, worker_after, finished, type="order", status="compensated") == 1
     assert metric(worker_after, "saga_duration_seconds_count", type="order", status="completed")
     assert "saga_outbox_backlog" in api_after
+    assert "saga_consumer_lag{" in worker_after
