@@ -7,6 +7,7 @@ import asyncio
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 from orchestrator import logs
 from orchestrator.saga.definition import DefinitionRegistry
@@ -23,6 +24,17 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("sagas", help="query and act on sagas through the api (see --help)")
     commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
     commands.add_parser("topics", help="create the Kafka topics that are missing")
+    dlq = commands.add_parser("dlq", help="read and replay dead-lettered messages")
+    dlq_commands = dlq.add_subparsers(dest="action", required=True)
+    dlq_list = dlq_commands.add_parser("list", help="the dead letters of a topic")
+    dlq_list.add_argument("topic", help="e.g. saga.replies (the .dlq suffix is optional)")
+    dlq_list.add_argument("--limit", type=int, default=100)
+    for name, text in (("show", "one dead letter in full"), ("replay", "publish it again")):
+        one = dlq_commands.add_parser(name, help=text)
+        one.add_argument("topic")
+        one.add_argument("position", help="PARTITION:OFFSET, as `dlq list` shows it")
+        if name == "replay":
+            one.add_argument("--value-file", help="publish this file's bytes instead (a fix)")
     definitions = commands.add_parser("definitions", help="the saga definitions loaded")
     definition_commands = definitions.add_subparsers(dest="action", required=True)
     definition_commands.add_parser("list", help="every saga type and version")
@@ -67,6 +79,9 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         print("database schema is at the newest revision")
     elif args.command == "definitions":
         _definitions(args, bootstrap.build_registry(settings))
+    elif args.command == "dlq":
+        fix = Path(args.value_file).read_bytes() if getattr(args, "value_file", None) else None
+        asyncio.run(_dlq(args, settings, fix))
     elif args.command == "topics":
         created = asyncio.run(bootstrap.create_topics(settings))
         print("created: " + (", ".join(created) if created else "nothing, all exist"))
@@ -98,6 +113,35 @@ def _render(source: str, fmt: str, output: str | None) -> None:
     target = output or f"saga.{fmt}"
     subprocess.run([dot, f"-T{fmt}", "-o", target], input=source.encode(), check=True)
     print(f"wrote {target}")
+
+
+async def _dlq(args: argparse.Namespace, settings: Settings, fix: bytes | None) -> None:
+    from orchestrator.transport import dead_letters
+
+    servers = settings.kafka_bootstrap_servers
+    letters = await dead_letters.read(servers, args.topic, getattr(args, "limit", 100_000))
+    if args.action == "list":
+        print(f"{'position':<12} {'from':<40} reason")
+        for d in letters:
+            origin = f"{d.original_topic}[{d.headers.get('original_partition')}]@" + str(
+                d.headers.get("original_offset")
+            )
+            print(f"{d.partition}:{d.offset:<10} {origin:<40} {d.reason}")
+        print(f"{len(letters)} dead letter(s)")
+        return
+    partition, _, offset = args.position.partition(":")
+    letter = next(
+        (d for d in letters if f"{d.partition}:{d.offset}" == f"{partition}:{offset}"), None
+    )
+    if letter is None:
+        raise dead_letters.DeadLetterNotFoundError(f"no dead letter at {args.position}")
+    if args.action == "show":
+        for name, header in sorted(letter.headers.items()):
+            print(f"{name}: {header}")
+        print(f"key: {letter.key}\n\n{letter.value.decode(errors='replace')}")
+        return
+    topic = await dead_letters.replay(servers, letter, fix)
+    print(f"replayed {args.position} to {topic}")
 
 
 if __name__ == "__main__":

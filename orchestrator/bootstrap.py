@@ -12,6 +12,7 @@ from orchestrator import sagas, scheduler
 from orchestrator.api.app import create_app
 from orchestrator.api.auth import Authenticator
 from orchestrator.saga.definition import DefinitionRegistry
+from orchestrator.saga.messages import Message
 from orchestrator.service import SagaService
 from orchestrator.settings import Settings
 from orchestrator.store import migrate
@@ -79,8 +80,12 @@ def run_worker(settings: Settings) -> None:
         settings, f"{settings.topic_namespace}-orchestrator", settings.worker_metrics_port
     )
 
+    async def parked(message: Message, reason: str, record: consumer.Consumed) -> None:
+        origin = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        await service.record_dead_letter(message, reason, origin)
+
     async def apply_reply(record: consumer.Consumed) -> None:
-        await consumer.apply(record, service.handle_reply, publisher)
+        await consumer.apply(record, service.handle_reply, publisher, parked)
 
     faust_app.consume(app, settings.topic("replies"), apply_reply)
 

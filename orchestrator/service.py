@@ -24,7 +24,11 @@ from orchestrator.ports import (
 from orchestrator.saga import messages, operations
 from orchestrator.saga import saga as core
 from orchestrator.saga.definition import DefinitionRegistry, SagaDefinition
-from orchestrator.saga.errors import IdempotencyConflictError, SagaNotFoundError
+from orchestrator.saga.errors import (
+    IdempotencyConflictError,
+    SagaNotFoundError,
+    UnknownMessageTypeError,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -136,6 +140,7 @@ class SagaService:
             if saga is None:
                 raise SagaNotFoundError(f"no saga has id {reply.saga_id}")
             definition = self._registry.get(saga.type, saga.definition_version)
+            _check_reply_type(definition, reply)
             decision = core.handle_reply(saga, definition, reply, now)
             await store.update(decision.saga, now)
             await self._record(store, decision, now)
@@ -173,6 +178,23 @@ class SagaService:
             metrics.observe(*observed)
         return len(due)
 
+    async def record_dead_letter(
+        self, message: messages.Message, reason: str, origin: Mapping[str, Any]
+    ) -> None:
+        """Put a dead-lettered message on its saga's timeline, when the saga exists: one bad
+        message parks one saga, visibly."""
+        now = self._clock.now()
+        async with self._uow.transaction() as store:
+            if await store.load(message.saga_id, for_update=False) is None:
+                return
+            entry = core.TimelineEntry(
+                "message_dead_lettered",
+                message.step or None,
+                {"type": message.message_type, "reason": reason, **origin},
+                message.message_id,
+            )
+            await store.append(message.saga_id, [entry], [], now)
+
     def definition(self, saga_type: str, version: int) -> SagaDefinition:
         return self._registry.get(saga_type, version)
 
@@ -186,3 +208,14 @@ class SagaService:
 def _request_hash(saga_type: str, version: int | None, saga_input: Mapping[str, Any]) -> str:
     canonical = json.dumps([saga_type, version, saga_input], sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _check_reply_type(definition: SagaDefinition, reply: messages.Message) -> None:
+    if reply.kind is not messages.Kind.REPLY:
+        raise UnknownMessageTypeError(f"a {reply.kind.value} is not a reply")
+    known = {t for s in definition.steps for t in (s.command, s.compensation) if t}
+    if reply.replied_command_type not in known:
+        raise UnknownMessageTypeError(
+            f"{reply.message_type!r} answers no command of saga type "
+            f"{definition.name} v{definition.version}"
+        )

@@ -61,3 +61,7 @@ class InvalidQueryError(OrchestratorError):
 
 class NotReadyError(OrchestratorError):
     """The service is not ready."""
+
+
+class UnknownMessageTypeError(OrchestratorError):
+    """The message's type is not one this saga sends or answers."""

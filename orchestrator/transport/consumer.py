@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import structlog
+from aiokafka.errors import KafkaError
 from sqlalchemy import exc as sa_exc
 
 from orchestrator import metrics
@@ -21,7 +23,15 @@ from orchestrator.transport.topics import DLQ_SUFFIX
 
 log = structlog.get_logger(__name__)
 
-TRANSIENT = (sa_exc.OperationalError, sa_exc.InterfaceError, ConcurrencyConflictError, OSError)
+TRANSIENT = (
+    sa_exc.OperationalError,
+    sa_exc.InterfaceError,
+    ConcurrencyConflictError,
+    KafkaError,
+    OSError,
+    TimeoutError,
+)
+T = TypeVar("T")
 
 
 class Consumed:
@@ -44,17 +54,26 @@ class Consumed:
         self.headers = headers
 
 
+DeadLetterHook = Callable[[messages.Message, str, "Consumed"], Awaitable[None]]
+
+
 async def apply(
     record: Consumed,
     handle: Callable[[messages.Message], Awaitable[object]],
     publisher: Publisher,
+    on_dead_letter: DeadLetterHook | None = None,
     max_backoff_s: float = 5.0,
 ) -> None:
-    """Handle the record until it is applied or dead-lettered; never raise for its content."""
+    """Handle the record until it is applied or dead-lettered; never raise for its content.
+
+    A transient fault (database or broker unreachable, a concurrent writer) is retried with
+    backoff, for as long as it lasts: the record is not lost and the partition waits.
+    """
     try:
         message = codec.decode(record.value)
     except UndecodableMessageError as exc:
-        await dead_letter(record, publisher, exc.message)
+        undecodable = exc.message
+        await _until_done(lambda: dead_letter(record, publisher, undecodable), max_backoff_s)
         return
     structlog.contextvars.bind_contextvars(
         saga_id=message.saga_id,
@@ -62,25 +81,48 @@ async def apply(
         message_id=message.message_id,
         trace_id=message.trace_id or None,
     )
-    backoff = 0.05
     try:
-        while True:
-            try:
-                await handle(message)
-                return
-            except TRANSIENT as exc:
-                log.warning("transient_failure_retrying", error=str(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, max_backoff_s)
-            except OrchestratorError as exc:
-                await dead_letter(record, publisher, exc.message)
-                return
-            except Exception as exc:
-                log.exception("message_handler_failed")
-                await dead_letter(record, publisher, f"handler failed: {exc!r}")
-                return
+        reason = await _until_done(lambda: _poison_reason(handle, message), max_backoff_s)
+        if reason is None:
+            return
+        await _until_done(lambda: dead_letter(record, publisher, reason), max_backoff_s)
+        if on_dead_letter is not None:
+            hook = on_dead_letter
+            await _until_done(lambda: hook(message, reason, record), max_backoff_s)
     finally:
         structlog.contextvars.unbind_contextvars("saga_id", "step", "message_id", "trace_id")
+
+
+async def _poison_reason(
+    handle: Callable[[messages.Message], Awaitable[object]], message: messages.Message
+) -> str | None:
+    """None when the message was applied; why not, when it never can be."""
+    try:
+        await handle(message)
+    except TRANSIENT:
+        raise
+    except OrchestratorError as exc:
+        return exc.message
+    except sa_exc.DBAPIError as exc:
+        if exc.connection_invalidated:
+            raise
+        log.exception("message_handler_failed")
+        return f"the database refused it: {exc.orig!r}"
+    except Exception as exc:
+        log.exception("message_handler_failed")
+        return f"handler failed: {exc!r}"
+    return None
+
+
+async def _until_done(attempt: Callable[[], Awaitable[T]], max_backoff_s: float) -> T:
+    backoff = 0.05
+    while True:
+        try:
+            return await attempt()
+        except TRANSIENT as exc:
+            log.warning("transient_failure_retrying", error=repr(exc), retry_in_s=backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, max_backoff_s)
 
 
 async def dead_letter(record: Consumed, publisher: Publisher, reason: str) -> None:

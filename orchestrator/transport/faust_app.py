@@ -13,6 +13,9 @@ from orchestrator import logs
 from orchestrator.settings import Settings
 from orchestrator.transport.consumer import Consumed
 
+SHUTDOWN_GRACE_S = 15.0
+_IN_FLIGHT: set[asyncio.Future[None]] = set()
+
 
 def create_app(settings: Settings, app_id: str, web_port: int = 0) -> faust.App:
     """The faust app; with a `web_port`, it serves /healthz, /readyz and /metrics there."""
@@ -73,9 +76,14 @@ def consume(app: faust.App, topic_name: str, apply: Callable[[Consumed], Awaitab
     async def agent(stream: Any) -> None:
         async for event in stream.events():
             m = event.message
-            await apply(
-                Consumed(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or []))
+            record = Consumed(
+                m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or [])
             )
+            # Shielded: a shutdown lets the message in hand finish and commit (see run()).
+            task = asyncio.ensure_future(apply(record))
+            _IN_FLIGHT.add(task)
+            task.add_done_callback(_IN_FLIGHT.discard)
+            await asyncio.shield(task)
 
     agent.__name__ = agent.__qualname__ = "consume_" + topic_name.replace(".", "_")
     app.agent(topic, name=agent.__name__)(agent)
@@ -85,6 +93,8 @@ def run(app: faust.App, settings: Settings, on_stop: Callable[[], Awaitable[None
     """Run the app until SIGTERM or SIGINT; `on_stop` runs once the consumer has stopped."""
 
     async def stopped(sender: Any, *args: Any, **kwargs: Any) -> None:
+        if _IN_FLIGHT:
+            await asyncio.wait(_IN_FLIGHT, timeout=SHUTDOWN_GRACE_S)
         await on_stop()
 
     shutdown_signal: Any = app.on_before_shutdown

@@ -1,0 +1,100 @@
+"""Reads a dead-letter topic and re-publishes a message to where it came from."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from orchestrator.saga.errors import OrchestratorError
+from orchestrator.transport.producer import Publisher, Record
+from orchestrator.transport.topics import DLQ_SUFFIX
+
+ORIGIN_HEADERS = ("failure_reason", "original_topic", "original_partition", "original_offset")
+
+
+class DeadLetterNotFoundError(OrchestratorError):
+    """No dead letter is at this partition and offset."""
+
+
+@dataclasses.dataclass(frozen=True)
+class DeadLetter:
+    partition: int
+    offset: int
+    key: str
+    value: bytes
+    headers: dict[str, str]
+
+    @property
+    def reason(self) -> str:
+        return self.headers.get("failure_reason", "")
+
+    @property
+    def original_topic(self) -> str:
+        return self.headers.get("original_topic", "")
+
+
+async def read(bootstrap_servers: str, topic: str, limit: int = 1000) -> list[DeadLetter]:
+    """Every dead letter of `topic` (the .dlq suffix may be left out), oldest first."""
+    topic = topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap_servers.split(","),
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        if topic not in await consumer.topics():
+            raise DeadLetterNotFoundError(f"there is no topic {topic}")
+        await consumer._client.set_topics([topic])  # loads its partitions; no public way
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            raise DeadLetterNotFoundError(f"there is no topic {topic}")
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        ends = await consumer.end_offsets(tps)
+        for tp, start in (await consumer.beginning_offsets(tps)).items():
+            consumer.seek(tp, start)
+        letters: list[DeadLetter] = []
+        while len(letters) < limit and any(await _behind(consumer, tps, ends)):
+            batch = await consumer.getmany(*tps, timeout_ms=1000, max_records=500)
+            for records in batch.values():
+                letters += [_letter(r) for r in records]
+        return sorted(letters, key=lambda d: (d.partition, d.offset))[:limit]
+    finally:
+        await consumer.stop()
+
+
+async def _behind(
+    consumer: AIOKafkaConsumer, tps: Sequence[TopicPartition], ends: dict[TopicPartition, int]
+) -> list[bool]:
+    return [await consumer.position(tp) < ends[tp] for tp in tps]
+
+
+def _letter(record: object) -> DeadLetter:
+    r: object = record
+    headers = {k: v.decode(errors="replace") for k, v in getattr(r, "headers", ())}
+    key = getattr(r, "key", None) or b""
+    return DeadLetter(
+        getattr(r, "partition"),  # noqa: B009  # aiokafka's record type is untyped
+        getattr(r, "offset"),  # noqa: B009
+        key.decode(errors="replace"),
+        getattr(r, "value", None) or b"",
+        headers,
+    )
+
+
+async def replay(bootstrap_servers: str, letter: DeadLetter, value: bytes | None = None) -> str:
+    """Publish the letter (or a fixed `value`) to its original topic; return that topic."""
+    if not letter.original_topic:
+        raise DeadLetterNotFoundError("the dead letter does not say where it came from")
+    headers = [(k, v.encode()) for k, v in letter.headers.items() if k not in ORIGIN_HEADERS]
+    publisher = Publisher(bootstrap_servers, "saga-dlq-replay")
+    try:
+        await publisher.publish(
+            [Record(letter.original_topic, letter.key, value or letter.value, headers)]
+        )
+    finally:
+        await publisher.stop()
+    return letter.original_topic

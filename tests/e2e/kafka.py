@@ -1,0 +1,54 @@
+"""Talking to the system's topics directly, as a misbehaving producer or an auditor would."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from orchestrator.transport import dead_letters
+from tests.e2e.system import System
+
+
+async def _publish(system: System, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=system.kafka.split(","), acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send_and_wait(topic, value, key=key)
+    finally:
+        await producer.stop()
+
+
+def publish(system: System, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+    asyncio.run(_publish(system, topic, records))
+
+
+def dead(system: System, topic: str) -> list[dead_letters.DeadLetter]:
+    return asyncio.run(dead_letters.read(system.kafka, topic))
+
+
+async def _first(system: System, topic: str, key: bytes, timeout_s: float) -> bytes:
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=system.kafka.split(","),
+        group_id=f"peek-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(timeout_s):
+            async for record in consumer:
+                if record.key == key and record.value is not None:
+                    value: bytes = record.value
+                    return value
+    finally:
+        await consumer.stop()
+    raise AssertionError("unreachable")
+
+
+def first(system: System, topic: str, key: str, timeout_s: float = 30) -> bytes:
+    """The first record of `topic` with this key."""
+    return asyncio.run(_first(system, topic, key.encode(), timeout_s))
