@@ -23,6 +23,7 @@ from orchestrator.ports import (
 )
 from orchestrator.saga import messages, operations
 from orchestrator.saga import saga as core
+from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.definition import DefinitionRegistry, SagaDefinition
 from orchestrator.saga.errors import (
     IdempotencyConflictError,
@@ -210,9 +211,13 @@ def _request_hash(saga_type: str, version: int | None, saga_input: Mapping[str, 
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+REPLY_CONTRACTS = Contracts()  # replies have one version so far: any other is refused
+
+
 def _check_reply_type(definition: SagaDefinition, reply: messages.Message) -> None:
     if reply.kind is not messages.Kind.REPLY:
         raise UnknownMessageTypeError(f"a {reply.kind.value} is not a reply")
+    REPLY_CONTRACTS.read(reply)
     known = {t for s in definition.steps for t in (s.command, s.compensation) if t}
     if reply.replied_command_type not in known:
         raise UnknownMessageTypeError(

@@ -66,6 +66,7 @@ class Step:
     compensation_retry: RetryPolicy = RetryPolicy(max_attempts=5)
     pivot: bool = False
     group: str | None = None
+    command_version: int = 1
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -412,6 +412,8 @@ def _send(
         causation_id=causation_id,
         trace_id=saga.trace_id,
     )
+    if command_type == step.command and step.command_version != 1:
+        message = dataclasses.replace(message, version=step.command_version)
     decision.outgoing.append(Outgoing(step.participant, message))
     decision.timeline.append(
         TimelineEntry(

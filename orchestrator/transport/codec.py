@@ -11,7 +11,6 @@ from typing import Any
 from orchestrator.saga import messages
 from orchestrator.saga.errors import UndecodableMessageError
 
-KNOWN_VERSIONS = frozenset({1})
 _REQUIRED = ("messageId", "messageType", "version", "kind", "timestamp", "sagaId", "source")
 
 
@@ -50,8 +49,8 @@ def decode(raw: bytes | None) -> messages.Message:
     missing = [field for field in _REQUIRED if field not in data]
     if missing:
         raise UndecodableMessageError(f"the envelope lacks {', '.join(missing)}")
-    if data["version"] not in KNOWN_VERSIONS:
-        raise UndecodableMessageError(f"unknown envelope version {data['version']!r}")
+    if not isinstance(data["version"], int) or data["version"] < 1:
+        raise UndecodableMessageError(f"version {data['version']!r} is not a positive integer")
     try:
         message = messages.Message(
             message_id=str(data["messageId"]),

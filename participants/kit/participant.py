@@ -19,6 +19,7 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.saga import messages
+from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.errors import OrchestratorError
 from orchestrator.transport import codec
 from orchestrator.transport.producer import Publisher, Record
@@ -56,6 +57,8 @@ class Participant:
     ledger: sa.Table
     actions: Mapping[str, Handler]
     compensations: Mapping[str, Handler]
+    contracts: Contracts = dataclasses.field(default_factory=Contracts)
+    reads: Mapping[str, int] = dataclasses.field(default_factory=dict)  # type -> version known
 
     def handles(self, command_type: str) -> bool:
         return command_type in self.actions or command_type in self.compensations
@@ -76,6 +79,7 @@ class CommandProcessor:
             raise UnknownCommandError(
                 f"{self._p.name} does not handle {command.kind.value} {command.message_type!r}"
             )
+        command = self._p.contracts.read(command, self._p.reads.get(command.message_type))
         async with self._engine.begin() as conn:
             stored = await conn.scalar(
                 sa.select(self._p.inbox.c.reply).where(

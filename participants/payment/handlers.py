@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.saga import messages
 from orchestrator.settings import Settings
+from participants.contracts import CONTRACTS
 from participants.kit.participant import Participant, Result, refused, succeeded
 from participants.payment.tables import charge, inbox, ledger, refund
 
@@ -45,6 +46,7 @@ def make_participant(settings: Settings) -> Participant:
                 amount=amount,
                 currency=p["currency"],
                 card_last4=p["card"][-4:],
+                statement_descriptor=p["statementDescriptor"],
                 status="captured",
             )
         )
@@ -73,6 +75,8 @@ def make_participant(settings: Settings) -> Participant:
         ledger=ledger,
         actions={"payment.charge": charge_card},
         compensations={"payment.refund": refund_charge},
+        contracts=CONTRACTS,
+        reads={"payment.charge": 2},
     )
 
 

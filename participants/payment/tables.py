@@ -19,6 +19,7 @@ charge = sa.Table(
     sa.Column("amount", sa.Numeric(12, 2), nullable=False),
     sa.Column("currency", sa.String(3), nullable=False),
     sa.Column("card_last4", sa.String(4), nullable=False),
+    sa.Column("statement_descriptor", sa.Text, nullable=True),
     sa.Column("status", sa.Text, nullable=False),
     sa.Column(
         "created_at", sa.DateTime(timezone=True), nullable=False, server_default=sa.text("now()")

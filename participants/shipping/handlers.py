@@ -7,6 +7,7 @@ import uuid
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.saga import messages
+from participants.contracts import CONTRACTS
 from participants.kit.participant import Participant, Result, refused, succeeded
 from participants.shipping.tables import inbox, ledger, shipment
 
@@ -50,4 +51,6 @@ PARTICIPANT = Participant(
     ledger=ledger,
     actions={"shipping.create": create},
     compensations={"shipping.cancel": cancel},
+    contracts=CONTRACTS,
+    reads={"shipping.create": 1},
 )

@@ -8,24 +8,42 @@ from __future__ import annotations
 
 import dataclasses
 
-from orchestrator.saga.definition import RetryPolicy, SagaDefinition
+from orchestrator.saga.definition import PayloadBuilder, RetryPolicy, SagaDefinition
 from orchestrator.sagas import order
 
 FAST_RETRY = RetryPolicy(max_attempts=3, initial_backoff_s=0.2, max_backoff_s=1)
 PATIENT_COMPENSATION = RetryPolicy(max_attempts=30, initial_backoff_s=0.5, max_backoff_s=1)
 
+
+def _with(build: PayloadBuilder, **extra: object) -> PayloadBuilder:
+    return lambda inp, ctx: {**build(inp, ctx), **extra}
+
+
+_fast = [
+    dataclasses.replace(
+        step,
+        timeout_s=2.0,
+        retry=FAST_RETRY,
+        compensation_timeout_s=2.0,
+        compensation_retry=PATIENT_COMPENSATION,
+    )
+    for step in order.DEFINITION.steps
+]
+# Version 2 also sends the newer versions of two commands: payment.charge v2 (read natively
+# by payment) and shipping.create v2 (read tolerantly by shipping, which knows v1 only).
 ORDER_V2 = dataclasses.replace(
     order.DEFINITION,
     version=2,
-    steps=tuple(
+    steps=(
+        _fast[0],
         dataclasses.replace(
-            step,
-            timeout_s=2.0,
-            retry=FAST_RETRY,
-            compensation_timeout_s=2.0,
-            compensation_retry=PATIENT_COMPENSATION,
-        )
-        for step in order.DEFINITION.steps
+            _fast[1],
+            command_version=2,
+            build=_with(_fast[1].build, statementDescriptor="TEST SHOP"),
+        ),
+        dataclasses.replace(
+            _fast[2], command_version=2, build=_with(_fast[2].build, giftWrap=True)
+        ),
     ),
 )
 

@@ -82,7 +82,7 @@ def test_poison_replies_are_dead_lettered_and_park_only_their_saga(system: Syste
         assert letter.headers["original_offset"].isdigit()
     reasons = " | ".join(d.reason for d in letters)
     assert "not JSON" in reasons
-    assert "unknown envelope version 99" in reasons
+    assert "version 99" in reasons
     assert "no saga has id" in reasons
     assert "answers no command" in reasons
     # nothing stored changed, and the consumer moved on: a new saga still completes
