@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: help install services browser migrate demo test unit lint format stop
+.PHONY: help install services browser migrate demo test unit faults lint format stop
 
 help:
 	@echo "make demo      install, start PostgreSQL + Kafka + the services, run two orders"
@@ -47,6 +47,10 @@ browser:
 
 test: install services browser lint
 	$(BIN)/pytest
+
+SIZE ?= 1000
+faults: install services  ## the fault-injection suite at a chosen size: make faults SIZE=5000
+	$(BIN)/python -m tests.faults.chaos --sagas $(SIZE)
 
 stop:
 	-@[ -x $(BIN)/python ] && $(BIN)/python deploy/local/processes.py stop

@@ -38,6 +38,9 @@ class Settings(BaseSettings):
         le=65535,
         description="the worker's /healthz, /readyz and /metrics port; 0: none",
     )
+    consumer_session_timeout_s: float = pydantic.Field(
+        default=30, ge=6, le=300, description="how long a silent consumer keeps its partitions"
+    )
     timer_interval_s: float = pydantic.Field(default=0.1, gt=0, le=60)
     definitions: str = pydantic.Field(
         default="", description="comma-separated modules that define more sagas"

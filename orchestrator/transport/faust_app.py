@@ -37,6 +37,8 @@ def create_app(settings: Settings, app_id: str, web_port: int = 0) -> faust.App:
         broker_commit_interval=0.5,
         stream_wait_empty=True,
         producer_acks=-1,
+        broker_session_timeout=settings.consumer_session_timeout_s,
+        broker_heartbeat_interval=settings.consumer_session_timeout_s / 10,
     )
     if web_port:
         _add_probes(app)

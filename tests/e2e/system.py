@@ -51,7 +51,9 @@ def free_port() -> int:
 class System:
     """api + worker + three participants, started as the user would start them."""
 
-    def __init__(self, database_url: str, kafka: str, workdir: Path) -> None:
+    def __init__(
+        self, database_url: str, kafka: str, workdir: Path, definitions: str = "tests.e2e.sagas"
+    ) -> None:
         suffix = uuid.uuid4().hex[:10]
         self.admin_url = _plain(database_url)
         self.db_name = f"saga_test_{suffix}"
@@ -63,6 +65,7 @@ class System:
         self.workdir = workdir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.commands: dict[str, tuple[str, ...]] = {}
+        self.extra_env: dict[str, dict[str, str]] = {}
         self.env = {
             **os.environ,
             "SAGA_DATABASE_URL": self.database_url,
@@ -72,7 +75,7 @@ class System:
             "SAGA_API_PORT": str(self.port),
             "SAGA_WORKER_METRICS_PORT": str(self.worker_metrics_port),
             "SAGA_LOG_FORMAT": "json",
-            "SAGA_DEFINITIONS": "tests.e2e.sagas",
+            "SAGA_DEFINITIONS": definitions,
             "SAGA_OPERATOR_TOKENS": f"tester:{OPERATOR_TOKEN}",
             "SAGA_VIEWER_TOKENS": f"watcher:{VIEWER_TOKEN}",
             "PYTHONUNBUFFERED": "1",
@@ -95,12 +98,17 @@ class System:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
 
-    def start(self, name: str, *args: str) -> None:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> None:
         args = args or self.commands[name]
         self.commands[name] = args
+        if env is not None:
+            self.extra_env[name] = env
         with (self.workdir / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, "-m", *args],
+                env={**self.env, **self.extra_env.get(name, {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
 
     def start_all(self) -> None:

@@ -1,0 +1,404 @@
+"""The fault-injection suite: the whole system as processes, a mix of orders, and faults
+injected while they run; then every invariant a user would check, as a table.
+
+    python -m tests.faults.chaos --sagas 1000      (make faults SIZE=1000)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import dataclasses
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from tests.conftest import service_urls
+from tests.e2e.system import System, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SESSION_TIMEOUT_S = 8
+MAX_COPIES_PER_BURST = 300
+SKUS = ("CHAOS-A", "CHAOS-B", "CHAOS-C")
+STOCK = 1_000_000
+FINAL = ("completed", "compensated", "failed")
+
+RESERVED_SQL = """
+    SELECT saga_id::text, sum(quantity) FROM inventory.reservation
+    WHERE status = 'reserved' GROUP BY 1"""
+FAILED_WITHOUT_REASON_SQL = """
+    SELECT count(*) FROM saga s WHERE s.status = 'failed' AND NOT EXISTS
+    (SELECT 1 FROM saga_timeline t WHERE t.saga_id = s.id AND t.kind = 'saga_failed')"""
+LEDGER_MISMATCH_SQL = """
+    SELECT count(*) FROM payment.step_ledger l LEFT JOIN payment.charge c USING (saga_id)
+    WHERE (l.state = 'applied' AND (c.id IS NULL OR c.status <> 'captured'))
+       OR (l.state = 'compensated' AND c.status = 'captured')"""
+APPLIED_TWICE_SQL = """
+    SELECT count(*) FROM
+    (SELECT saga_id FROM payment.charge GROUP BY 1 HAVING count(*) > 1) AS doubled"""
+NOT_FINAL_SQL = """
+    SELECT count(*) FROM saga WHERE id = ANY(%s::uuid[])
+    AND status NOT IN ('completed', 'compensated', 'failed')"""
+
+
+@dataclasses.dataclass
+class Planned:
+    kind: str
+    expected: str
+    body: dict[str, Any]
+    saga_id: str | None = None
+
+
+def plan(size: int, rng: random.Random) -> list[Planned]:
+    kinds = ["ok", "ok", "ok", "ok", "declined", "no_shipping", "flaky", "slow", "ok", "ok"]
+    planned = []
+    for i in range(size):
+        kind = kinds[i % len(kinds)]
+        card = {"declined": "4000000000000002", "flaky": "4000000000000119"}.get(
+            kind, "4242424242424242"
+        )
+        body = {
+            "orderId": f"chaos-{i}",
+            "customerId": f"c-{i % 17}",
+            "items": [{"sku": rng.choice(SKUS), "quantity": rng.randint(1, 3)}],
+            "amount": f"{rng.randint(1, 500)}.{rng.randint(0, 99):02d}",
+            "currency": "EUR",
+            "card": card,
+            "shippingAddress": {
+                "country": "AQ" if kind == "no_shipping" else "DE",
+                "city": "Berlin",
+                "line1": "Slow Lane 1" if kind == "slow" else "Main St 1",
+                "postalCode": "10115",
+            },
+        }
+        expected = "compensated" if kind in ("declined", "no_shipping") else "completed"
+        planned.append(Planned(kind, expected, body))
+    return planned
+
+
+class Faults:
+    """Injects one fault after another until told to stop; counts what it did."""
+
+    def __init__(self, system: System, rng: random.Random, local_services: bool) -> None:
+        self.system = system
+        self.rng = rng
+        self.local = local_services
+        self.done: collections.Counter[str] = collections.Counter()
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        cycle: list[Callable[[], None]] = [
+            self.kill_worker,
+            self.kill_participants,
+            self.duplicate_burst,
+            self.restart_kafka,
+            self.kill_one_of_two_workers,
+            self.restart_postgres,
+            self.pause_worker,
+        ]
+        while not self.stopping.is_set():
+            for fault in cycle:
+                if self.stopping.is_set():
+                    return
+                fault()
+                self.stopping.wait(self.rng.uniform(1, 3))
+
+    def kill_worker(self) -> None:
+        self.system.kill("worker")
+        time.sleep(self.rng.uniform(0.5, 2))
+        self.system.start("worker")
+        self.done["SIGKILL worker, restart"] += 1
+
+    def kill_one_of_two_workers(self) -> None:
+        self.system.kill("worker2")
+        time.sleep(self.rng.uniform(0.5, 2))
+        self.system.start("worker2")
+        self.done["SIGKILL 1 of 2 workers"] += 1
+
+    def kill_participants(self) -> None:
+        for name in ("inventory", "payment", "shipping"):
+            self.system.kill(name)
+            time.sleep(self.rng.uniform(0.2, 1))
+            self.system.start(name)
+            self.done[f"SIGKILL {name}, restart"] += 1
+
+    def pause_worker(self) -> None:
+        process = self.system.processes["worker"]
+        process.send_signal(signal.SIGSTOP)
+        time.sleep(SESSION_TIMEOUT_S + 3)  # its partitions move to worker2
+        process.send_signal(signal.SIGCONT)
+        self.done["SIGSTOP worker > session timeout"] += 1
+
+    def restart_kafka(self) -> None:
+        if self.local and _services("restart", "kafka"):
+            self.done["restart Kafka broker"] += 1
+
+    def restart_postgres(self) -> None:
+        if self.local and _services("restart", "postgres"):
+            self.done["restart PostgreSQL"] += 1
+
+    def duplicate_burst(self) -> None:
+        copies = asyncio.run(duplicate(self.system, self.rng, seconds=3))
+        if copies:
+            self.done["duplicate deliveries (messages)"] += copies
+
+
+def _services(*args: str) -> bool:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SAGA_DATABASE_URL", "SAGA_KAFKA_BOOTSTRAP_SERVERS")
+    }
+    result = subprocess.run(
+        [str(ROOT / "deploy/local/services"), *args], env=env, capture_output=True, text=True
+    )
+    return result.returncode == 0
+
+
+async def duplicate(system: System, rng: random.Random, seconds: float) -> int:
+    """Re-publish copies of the replies and commands flowing by: at-least-once, made visible."""
+    ns = system.namespace
+    topics = [
+        f"{ns}.replies",
+        f"{ns}.inventory.commands",
+        f"{ns}.payment.commands",
+        f"{ns}.shipping.commands",
+    ]
+    servers = system.kafka.split(",")
+    consumer = AIOKafkaConsumer(
+        *topics,
+        bootstrap_servers=servers,
+        group_id=f"dup-{uuid.uuid4().hex}",
+        auto_offset_reset="earliest",
+    )
+    producer = AIOKafkaProducer(bootstrap_servers=servers, acks="all")
+    copies = 0
+    try:
+        await consumer.start()
+        await producer.start()
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and copies < MAX_COPIES_PER_BURST:
+            batch = await consumer.getmany(timeout_ms=200)
+            for tp, records in batch.items():
+                for r in records:
+                    if rng.random() < 0.3:
+                        await producer.send_and_wait(
+                            tp.topic, r.value, key=r.key, headers=r.headers
+                        )
+                        copies += 1
+    except Exception:  # the broker may be restarting: fewer copies this time
+        pass
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return copies
+
+
+def start_sagas(system: System, planned: list[Planned], rate: float) -> None:
+    for p in planned:
+        key = {"Idempotency-Key": p.body["orderId"]}
+        body = {"type": "order_chaos", "input": p.body}
+        for _ in range(600):  # the api may be without its database for a moment
+            try:
+                response = system.api.post("/sagas", json=body, headers=key)
+                if response.status_code in (200, 202):
+                    p.saga_id = response.json()["id"]
+                    break
+            except Exception:  # retried with the same idempotency key
+                pass
+            time.sleep(0.5)
+        time.sleep(1 / rate)
+
+
+@dataclasses.dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def check(system: System, planned: list[Planned]) -> tuple[dict[str, int], list[Check]]:
+    ids = [p.saga_id for p in planned if p.saga_id]
+    with system.sql() as db:
+        status = dict(
+            db.execute(
+                "SELECT id::text, status FROM saga WHERE id = ANY(%s::uuid[])", (ids,)
+            ).fetchall()
+        )
+        reserved = dict(db.execute(RESERVED_SQL).fetchall())
+        captured = dict(
+            db.execute(
+                "SELECT saga_id::text, amount FROM payment.charge WHERE status = 'captured'"
+            ).fetchall()
+        )
+        shipped = {
+            r[0]
+            for r in db.execute(
+                "SELECT saga_id::text FROM shipping.shipment WHERE status = 'created'"
+            )
+        }
+        stock = dict(
+            db.execute(
+                "SELECT sku, quantity FROM inventory.stock WHERE sku = ANY(%s)", (list(SKUS),)
+            ).fetchall()
+        )
+        unpublished = db.execute(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL"
+        ).fetchone()[0]
+        failed_without_reason = db.execute(FAILED_WITHOUT_REASON_SQL).fetchone()[0]
+        ledger_mismatch = db.execute(LEDGER_MISMATCH_SQL).fetchone()[0]
+        applied_twice = db.execute(APPLIED_TWICE_SQL).fetchone()[0]
+    counts = collections.Counter(status.get(i, "missing") for i in ids)
+    completed = [p for p in planned if status.get(p.saga_id or "") == "completed"]
+    compensated = [i for i in ids if status.get(i) == "compensated"]
+    taken: collections.Counter[str] = collections.Counter()
+    for p in completed:
+        taken[p.body["items"][0]["sku"]] += p.body["items"][0]["quantity"]
+    missing_effect = [
+        p.saga_id
+        for p in completed
+        if not (p.saga_id in reserved and p.saga_id in captured and p.saga_id in shipped)
+    ]
+    left_behind = [i for i in compensated if i in reserved or i in captured or i in shipped]
+    charged = sum((captured.get(p.saga_id or "", Decimal(0)) for p in completed), Decimal(0))
+    expected_charged = sum((Decimal(p.body["amount"]) for p in completed), Decimal(0))
+    unexpected = sum(1 for p in planned if status.get(p.saga_id or "") not in (p.expected, None))
+    checks = [
+        Check("every saga started", len(ids) == len(planned), f"{len(ids)}/{len(planned)}"),
+        Check(
+            "every saga final (failed only with a reason)",
+            not (set(counts) - set(FINAL)) and failed_without_reason == 0,
+            dict(counts).__repr__(),
+        ),
+        Check(
+            "no completed saga misses an effect",
+            not missing_effect,
+            f"{len(missing_effect)} missing",
+        ),
+        Check("no compensated saga left an effect", not left_behind, f"{len(left_behind)} left"),
+        Check(
+            "each charge applied at most once",
+            applied_twice == 0 and ledger_mismatch == 0,
+            f"{applied_twice} doubled, {ledger_mismatch} ledger mismatches",
+        ),
+        Check(
+            "stock reconciles exactly",
+            all(stock[s] == STOCK - taken[s] for s in SKUS),
+            f"taken {dict(taken)}, left {stock}",
+        ),
+        Check(
+            "charges reconcile exactly",
+            charged == expected_charged and len(captured.keys() & set(ids)) == len(completed),
+            f"{charged} charged for {len(completed)} completed",
+        ),
+        Check("no outbox row left unpublished", unpublished == 0, f"{unpublished} unpublished"),
+    ]
+    summary = {**counts, "unexpected outcome (allowed)": unexpected}
+    return summary, checks
+
+
+def run(size: int, seed: int = 7, rate: float = 15.0, workdir: Path | None = None) -> bool:
+    database_url, kafka = service_urls()
+    rng = random.Random(seed)
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="faults-"))
+    system = System(database_url, kafka, workdir, definitions="tests.faults.sagas")
+    system.env["SAGA_CONSUMER_SESSION_TIMEOUT_S"] = str(SESSION_TIMEOUT_S)
+    local = not os.environ.get("SAGA_EXTERNAL_SERVICES")
+    began = time.monotonic()
+    system.create_database()
+    try:
+        for sku in SKUS:
+            system.restock(sku, STOCK)
+        system.start_all()
+        system.start("worker2", "orchestrator", "worker", env={"SAGA_WORKER_METRICS_PORT": "0"})
+        planned = plan(size, rng)
+        faults = Faults(system, rng, local)
+        injector = threading.Thread(target=faults.run)
+        injector.start()
+        try:
+            start_sagas(system, planned, rate)
+            # keep injecting until every kind of fault has happened at least once
+            wait_for(
+                lambda: len(faults.done) >= 9 or None, 300, "one cycle of faults", interval_s=1
+            )
+        finally:
+            faults.stopping.set()
+            injector.join()
+        for name in ("worker", "worker2", "inventory", "payment", "shipping"):
+            if system.processes[name].poll() is not None:
+                system.start(name)
+        ids = [p.saga_id for p in planned if p.saga_id]
+        wait_for(lambda: _all_final(system, ids), 600, "every saga to finish", interval_s=2)
+        wait_for(
+            lambda: (
+                system.scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL") == 0
+                or None
+            ),
+            120,
+            "the outbox to drain",
+            interval_s=1,
+        )
+        summary, checks = check(system, planned)
+    finally:
+        system.stop_all()
+        system.delete_topics()
+        system.drop_database()
+    elapsed = time.monotonic() - began
+    print(report(size, summary, faults.done, checks, elapsed))
+    return all(c.ok for c in checks)
+
+
+def _all_final(system: System, ids: list[str]) -> bool | None:
+    n = system.scalar(
+        NOT_FINAL_SQL,
+        ids,
+    )
+    return n == 0 or None
+
+
+def report(
+    size: int,
+    summary: dict[str, int],
+    faults: collections.Counter[str],
+    checks: list[Check],
+    elapsed: float,
+) -> str:
+    lines = [
+        f"fault-injection suite: {size} sagas in {elapsed:.0f} s",
+        "",
+        f"{'outcome':<40} {'sagas':>6}",
+    ]
+    lines += [f"{k:<40} {v:>6}" for k, v in summary.items()]
+    lines += ["", f"{'fault injected':<40} {'times':>6}"]
+    lines += [f"{k:<40} {v:>6}" for k, v in sorted(faults.items())]
+    lines += ["", f"{'check':<48} {'result':<6} detail"]
+    lines += [f"{c.name:<48} {'PASS' if c.ok else 'FAIL':<6} {c.detail}" for c in checks]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sagas", type=int, default=150)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--rate", type=float, default=15.0, help="sagas started per second")
+    args = parser.parse_args()
+    sys.exit(0 if run(args.sagas, args.seed, args.rate) else 1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""The order saga as the fault suite runs it: patient enough to outlive every injected fault
+(a broker restart, a database restart, a paused worker), so that every saga must end
+completed or compensated."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from orchestrator.saga.definition import RetryPolicy
+from orchestrator.sagas import order
+
+CHAOS = dataclasses.replace(
+    order.DEFINITION,
+    name="order_chaos",
+    version=1,
+    steps=tuple(
+        dataclasses.replace(
+            step,
+            timeout_s=5.0,
+            retry=RetryPolicy(max_attempts=10, initial_backoff_s=1, max_backoff_s=5),
+            compensation_timeout_s=5.0,
+            compensation_retry=RetryPolicy(max_attempts=100, initial_backoff_s=1, max_backoff_s=5),
+        )
+        for step in order.DEFINITION.steps
+    ),
+)
+
+DEFINITIONS = (CHAOS,)
