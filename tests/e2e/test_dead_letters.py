@@ -16,6 +16,7 @@ import pytest
 
 from orchestrator.saga import messages
 from orchestrator.transport import codec
+from participants import registry
 from tests.e2e.kafka import dead, first, publish
 from tests.e2e.orders import new_sku, order, stock
 from tests.e2e.system import System, wait_for
@@ -96,33 +97,39 @@ def test_poison_replies_are_dead_lettered_and_park_only_their_saga(system: Syste
     assert stock(system, sku) == 6
 
 
-def test_poison_commands_are_dead_lettered_by_the_participant(system: System) -> None:
+@pytest.mark.parametrize("participant", registry.names())
+def test_poison_commands_are_dead_lettered_by_every_participant(
+    system: System, participant: str
+) -> None:
     sku = new_sku(system, 10)
     saga_id = str(uuid.uuid4())
+    topic = f"{system.namespace}.{participant}.commands"
     poison = [
-        *mutations(saga_id, random.Random(11))[:8],
+        *mutations(saga_id, random.Random(participant))[:8],
         json.dumps(
-            {**json.loads(reply_like(saga_id)), "kind": "command", "messageType": "inventory.x"}
+            {**json.loads(reply_like(saga_id)), "kind": "command", "messageType": "x.unknown"}
         ).encode(),
     ]
 
-    publish(
-        system, f"{system.namespace}.inventory.commands", [(saga_id.encode(), p) for p in poison]
-    )
+    publish(system, topic, [(saga_id.encode(), p) for p in poison])
     letters = wait_for(
-        lambda: (
-            (d := dead(system, f"{system.namespace}.inventory.commands"))
-            and len(d) >= len(poison)
-            and d
-        ),
+        lambda: [d for d in dead(system, topic) if d.value in poison] or None,
         60,
-        "every poison command to be dead-lettered",
+        f"the poison commands of {participant} to be dead-lettered",
+        interval_s=0.5,
+    )
+    wait_for(
+        lambda: len([d for d in dead(system, topic) if d.value in poison]) == len(poison) or None,
+        60,
+        "all of them",
     )
 
-    assert {d.value for d in letters} >= set(poison)
-    assert "does not handle command 'inventory.x'" in " | ".join(d.reason for d in letters)
+    assert all(d.original_topic == topic for d in letters)
+    reasons = " | ".join(d.reason for d in dead(system, topic))
+    assert f"{participant} does not handle command 'x.unknown'" in reasons
     assert stock(system, sku) == 10
-    assert system.scalar("SELECT count(*) FROM inventory.inbox WHERE saga_id = %s", saga_id) == 0
+    inbox = f"{participant}.inbox"
+    assert system.scalar(f"SELECT count(*) FROM {inbox} WHERE saga_id = %s", saga_id) == 0
 
 
 def dlq_cli(system: System, *args: str) -> subprocess.CompletedProcess[str]:
