@@ -15,7 +15,7 @@ from participants.shipping.tables import inbox, ledger, shipment
 UNSUPPORTED_COUNTRIES = frozenset({"AQ"})
 # A courier whose booking system is slow: the first attempt outlasts the step's deadline.
 SLOW_LANE = "Slow Lane"
-SLOW_LANE_DELAY_S = 6.0
+SLOW_LANE_DELAY_S = 11.0
 
 
 async def create(conn: AsyncConnection, command: messages.Message) -> Result:
