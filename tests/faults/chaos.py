@@ -31,6 +31,7 @@ from tests.e2e.system import System, wait_for
 ROOT = Path(__file__).resolve().parents[2]
 SESSION_TIMEOUT_S = 8
 MAX_COPIES_PER_BURST = 300
+RECOVERY_S = 30
 SKUS = ("CHAOS-A", "CHAOS-B", "CHAOS-C")
 STOCK = 1_000_000
 FINAL = ("completed", "compensated", "failed")
@@ -98,7 +99,7 @@ class Faults:
         self.local = local_services
         self.done: collections.Counter[str] = collections.Counter()
 
-    def run(self, starting: threading.Event) -> None:
+    def run(self, all_started: threading.Event) -> None:
         """Inject the whole cycle of faults, again while sagas are still being started."""
         cycle: list[Callable[[], None]] = [
             self.kill_worker,
@@ -113,7 +114,8 @@ class Faults:
             for fault in cycle:
                 fault()
                 time.sleep(self.rng.uniform(1, 3))
-            if not starting.is_set():
+            # let the backlog drain before the next round; stop once every saga started
+            if all_started.wait(RECOVERY_S):
                 return
 
     def kill_worker(self) -> None:
@@ -327,14 +329,13 @@ def run(size: int, seed: int = 7, rate: float = 4.0, workdir: Path | None = None
         system.start("worker2", "orchestrator", "worker", env={"SAGA_WORKER_METRICS_PORT": "0"})
         planned = plan(size, rng)
         faults = Faults(system, rng, local)
-        starting = threading.Event()
-        starting.set()
-        injector = threading.Thread(target=faults.run, args=(starting,))
+        all_started = threading.Event()
+        injector = threading.Thread(target=faults.run, args=(all_started,))
         injector.start()
         try:
             start_sagas(system, planned, rate)
         finally:
-            starting.clear()
+            all_started.set()
             injector.join()
         for name in ("worker", "worker2", "inventory", "payment", "shipping"):
             if system.processes[name].poll() is not None:
