@@ -81,6 +81,17 @@ class CommandProcessor:
             )
         command = self._p.contracts.read(command, self._p.reads.get(command.message_type))
         async with self._engine.begin() as conn:
+            # One command of a saga step at a time, even if two instances hold the partition
+            # for a moment during a rebalance: the second waits, then finds the inbox row.
+            await conn.execute(
+                sa.select(
+                    sa.func.pg_advisory_xact_lock(
+                        sa.func.hashtextextended(
+                            f"{self._p.name}:{command.saga_id}:{command.step}", 0
+                        )
+                    )
+                )
+            )
             stored = await conn.scalar(
                 sa.select(self._p.inbox.c.reply).where(
                     self._p.inbox.c.message_id == command.message_id
