@@ -145,12 +145,24 @@ class Faults:
         self.done["SIGSTOP worker > session timeout"] += 1
 
     def restart_kafka(self) -> None:
-        if self.local and _services("restart", "kafka"):
-            self.done["restart Kafka broker"] += 1
+        if self.local:
+            self._restart("kafka", "restart Kafka broker")
 
     def restart_postgres(self) -> None:
-        if self.local and _services("restart", "postgres"):
-            self.done["restart PostgreSQL"] += 1
+        if self.local:
+            self._restart("postgres", "restart PostgreSQL")
+
+    def _restart(self, server: str, fault: str) -> None:
+        if _services("restart", server):
+            self.done[fault] += 1
+            return
+        # a failed restart must not leave the server down: the suite measures the
+        # orchestrator, not a broken machine
+        for _ in range(10):
+            if _services("start"):
+                break
+            time.sleep(3)
+        self.done[f"{fault} (failed; started again)"] += 1
 
     def duplicate_burst(self) -> None:
         copies = asyncio.run(duplicate(self.system, self.rng, seconds=3))
