@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Protocol
 
 from orchestrator.saga import messages
 from orchestrator.saga.saga import Saga, TimelineEntry
@@ -61,10 +61,6 @@ class SagaStore(Protocol):
 
 class UnitOfWork(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[SagaStore]: ...
-
-
-class SagaReader(Protocol):
-    async def saga_view(self, saga_id: str) -> dict[str, Any] | None: ...
 
 
 class Clock(Protocol):

@@ -82,7 +82,7 @@ def main() -> None:
         )
     processes.start()
     with httpx.Client(base_url=API, timeout=10) as client:
-        wait_until(lambda: client.get("/health").status_code == 200, 60, "the api")
+        wait_until(lambda: client.get("/readyz").status_code == 200, 60, "the api")
         suffix = time.strftime("%H%M%S")
         completed = run(
             client, "Order that completes", order(f"demo-ok-{suffix}", "4242424242424242")

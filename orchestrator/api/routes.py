@@ -16,7 +16,7 @@ from orchestrator.api import auth, schemas
 from orchestrator.saga.errors import InvalidQueryError, SagaNotFoundError
 from orchestrator.saga.machine import SagaStatus
 from orchestrator.service import SagaService
-from orchestrator.store.queries import SagaFilter, SqlSagaReader
+from orchestrator.store.queries import NON_FINAL, SagaFilter, SqlSagaReader
 from orchestrator.transport import codec
 
 router = APIRouter()
@@ -116,7 +116,7 @@ async def list_sagas(
     if stuck_for is not None:
         cutoff = datetime.now(UTC) - parse_duration(stuck_for)
         updated_before = min(filter(None, (updated_before, cutoff)))
-        statuses = statuses or ("running", "compensating", "failed")
+        statuses = statuses or NON_FINAL
     where = SagaFilter(statuses, saga_type, created_after, created_before, updated_before)
     items, next_cursor = await sagas.list_sagas(where, limit, cursor)
     return schemas.SagaPage.model_validate({"items": items, "next_cursor": next_cursor})
@@ -248,12 +248,6 @@ async def readyz(request: Request, sagas: Reader) -> dict[str, str]:
     if check is not None:
         await check()
     return {"status": "ready"}
-
-
-@router.get("/health", include_in_schema=False)
-async def health(sagas: Reader) -> dict[str, str]:
-    await sagas.ping()
-    return {"status": "ok"}
 
 
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
