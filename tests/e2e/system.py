@@ -111,10 +111,10 @@ class System:
                 stderr=subprocess.STDOUT,
             )
 
-    def start_all(self) -> None:
+    def start_all(self, participants: list[str] | None = None) -> None:
         self.start("api", "orchestrator", "api")
         self.start("worker", "orchestrator", "worker")
-        for participant in registry.names():
+        for participant in registry.names() if participants is None else participants:
             self.start(participant, "participants", "worker", participant)
         wait_for(self._api_healthy, 30, "the api to answer /readyz")
         wait_for(self._worker_ready, 60, "the worker to join its consumer group")

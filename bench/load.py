@@ -1,0 +1,227 @@
+"""The load: order sagas started with `POST /sagas`, finished when their final event arrives.
+
+A saga's end-to-end latency runs from just before its POST to the moment this process reads
+its `saga.completed`, `saga.compensated` or `saga.failed` event from the events topic: what a
+client that reacts to the outcome would see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import random
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+FINAL_EVENTS = {"saga.completed": "completed", "saga.compensated": "compensated"}
+FAILED_EVENT = "saga.failed"
+GOOD_CARD = "4242424242424242"
+DECLINED_CARD = "4000000000000002"  # the payment participant declines it: the saga compensates
+SKUS = [f"BENCH-{i:02d}" for i in range(16)]
+
+
+@dataclass
+class Outcome:
+    saga_id: str
+    posted_at: float  # wall clock, s
+    latency_s: float | None  # None: no final event in time
+    status: str  # completed | compensated | failed | http_<code> | timeout
+    expected: str
+
+
+@dataclass
+class RunResult:
+    name: str
+    concurrency: int | None
+    rate: float | None
+    duration_s: float
+    outcomes: list[Outcome] = field(default_factory=list)
+    final_seen_at: dict[str, float] = field(default_factory=dict)  # saga id -> wall clock
+    window: tuple[float, float] = (0.0, 0.0)  # wall clock: after the warm-up, before the drain
+    # a process that measured itself, having exited before the bench could
+    own_cpu_s: dict[str, float] = field(default_factory=dict)
+    own_peak_rss: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def throughput(self) -> float:
+        """Sagas finished per second inside the window: no ramp-up, no drain."""
+        start, end = self.window
+        inside = sum(1 for at in self.final_seen_at.values() if start <= at <= end)
+        return inside / (end - start) if end > start else 0.0
+
+    @property
+    def measured(self) -> list[Outcome]:
+        """The sagas started after the warm-up."""
+        return [o for o in self.outcomes if o.posted_at >= self.window[0]]
+
+    @property
+    def finished(self) -> list[Outcome]:
+        return [o for o in self.outcomes if o.latency_s is not None]
+
+    @property
+    def errors(self) -> int:
+        return sum(1 for o in self.outcomes if o.status != o.expected)
+
+
+def order_input(rng: random.Random, compensate: bool) -> dict[str, Any]:
+    return {
+        "orderId": f"bench-{uuid.uuid4().hex[:12]}",
+        "customerId": f"customer-{rng.randrange(10_000)}",
+        "items": [{"sku": rng.choice(SKUS), "quantity": 1}],
+        "amount": f"{rng.randrange(100, 50_000) / 100:.2f}",
+        "currency": "EUR",
+        "card": DECLINED_CARD if compensate else GOOD_CARD,
+        "shippingAddress": {
+            "country": "DE",
+            "city": "Berlin",
+            "line1": "Unter den Linden 1",
+            "postalCode": "10117",
+        },
+    }
+
+
+class Load:
+    """Starts sagas through the api and hears about their outcome on the events topic."""
+
+    def __init__(
+        self,
+        api_url: str,
+        token: str,
+        kafka: str,
+        events_topic: str,
+        partitions: int,
+        seed: int = 11,
+        saga_timeout_s: float = 60,
+    ) -> None:
+        self._api_url = api_url
+        self._token = token
+        self._kafka = kafka
+        self._events_topic = events_topic
+        self._partitions = partitions
+        self._rng = random.Random(seed)
+        self._timeout_s = saga_timeout_s
+        self._waiting: dict[str, asyncio.Future[tuple[str, float]]] = {}
+        self._early: dict[str, tuple[str, float]] = {}
+        self._session: aiohttp.ClientSession | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._listener: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Load:
+        self._session = aiohttp.ClientSession(
+            base_url=self._api_url,
+            headers={"Authorization": f"Bearer {self._token}"},
+            connector=aiohttp.TCPConnector(limit=1024),
+            timeout=aiohttp.ClientTimeout(total=30),
+        )
+        self._consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._kafka.split(","),
+            enable_auto_commit=False,
+            fetch_max_wait_ms=50,
+        )
+        await self._consumer.start()
+        self._consumer.assign(
+            [TopicPartition(self._events_topic, p) for p in range(self._partitions)]
+        )
+        await self._consumer.seek_to_end()
+        self._listener = asyncio.create_task(self._listen())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._listener
+        if self._consumer is not None:
+            await self._consumer.stop()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _listen(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200)
+            seen_at = time.time()
+            for records in batch.values():
+                for record in records:
+                    event = json.loads(record.value or b"{}")
+                    kind = event.get("messageType")
+                    status = FINAL_EVENTS.get(kind) or ("failed" if kind == FAILED_EVENT else None)
+                    if status is None:
+                        continue
+                    saga_id = event["sagaId"]
+                    waiter = self._waiting.pop(saga_id, None)
+                    if waiter is None:
+                        self._early[saga_id] = (status, seen_at)
+                    elif not waiter.done():
+                        waiter.set_result((status, seen_at))
+
+    async def one(self, result: RunResult, compensate: bool) -> None:
+        assert self._session is not None
+        expected = "compensated" if compensate else "completed"
+        body = {"type": "order", "input": order_input(self._rng, compensate)}
+        posted_at = time.time()
+        async with self._session.post("/sagas", json=body) as response:
+            if response.status != 202:
+                result.outcomes.append(
+                    Outcome("", posted_at, None, f"http_{response.status}", expected)
+                )
+                return
+            saga_id = (await response.json())["id"]
+        if saga_id in self._early:
+            status, seen_at = self._early.pop(saga_id)
+        else:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting[saga_id] = waiter
+            try:
+                status, seen_at = await asyncio.wait_for(waiter, self._timeout_s)
+            except TimeoutError:
+                self._waiting.pop(saga_id, None)
+                result.outcomes.append(Outcome(saga_id, posted_at, None, "timeout", expected))
+                return
+        result.final_seen_at[saga_id] = seen_at
+        result.outcomes.append(Outcome(saga_id, posted_at, seen_at - posted_at, status, expected))
+
+    async def closed_loop(
+        self, name: str, concurrency: int, duration_s: float, compensate_share: float = 0.0
+    ) -> RunResult:
+        """`concurrency` clients, each starting its next saga when the last one finished."""
+        result = RunResult(name, concurrency, None, duration_s)
+        deadline = time.monotonic() + duration_s
+
+        async def client() -> None:
+            while time.monotonic() < deadline:
+                await self.one(result, self._rng.random() < compensate_share)
+
+        now = time.time()
+        result.window = (now + _warmup(duration_s), now + duration_s)
+        started = time.monotonic()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        result.duration_s = time.monotonic() - started
+        return result
+
+    async def open_loop(
+        self, name: str, rate: float, duration_s: float, compensate_share: float = 0.0
+    ) -> RunResult:
+        """Sagas started at a fixed rate, whether or not the earlier ones have finished."""
+        result = RunResult(name, None, rate, duration_s)
+        tasks = []
+        now = time.time()
+        result.window = (now + _warmup(duration_s), now + duration_s)
+        started = time.monotonic()
+        for i in range(int(rate * duration_s)):
+            await asyncio.sleep(max(0.0, started + i / rate - time.monotonic()))
+            compensate = self._rng.random() < compensate_share
+            tasks.append(asyncio.create_task(self.one(result, compensate)))
+        await asyncio.gather(*tasks)
+        result.duration_s = time.monotonic() - started
+        return result
+
+
+def _warmup(duration_s: float) -> float:
+    return min(3.0, duration_s * 0.2)

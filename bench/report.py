@@ -1,0 +1,201 @@
+"""The benchmark's outputs: tables on the terminal, `latest.json`, and a latency plot."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bench.hops import HOPS, percentile
+from bench.load import RunResult
+
+PROCESS_ORDER = ("api", "worker", "participants", "coordinator", "client", "postgres", "kafka")
+
+
+@dataclass
+class Summary:
+    """One run: what the tables, the JSON and the plot show."""
+
+    name: str
+    in_flight: int | None
+    rate: float | None
+    sagas: int
+    throughput: float
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    max_ms: float
+    errors: int
+    outcomes: dict[str, int]
+    commits_per_saga: float
+    messages_per_saga: float
+    hops_ms: dict[str, float] = field(default_factory=dict)
+    cpu_ms_per_saga: dict[str, float] = field(default_factory=dict)
+    peak_rss_mb: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def of(
+        cls,
+        result: RunResult,
+        commits: int,
+        messages: int,
+        hops_ms: dict[str, float],
+        cpu_s: dict[str, float],
+        peak_rss: dict[str, int],
+    ) -> Summary:
+        measured = result.measured
+        latencies = [o.latency_s * 1000 for o in measured if o.latency_s is not None]
+        done = max(1, len(result.finished))
+        outcomes: dict[str, int] = {}
+        for o in result.outcomes:
+            outcomes[o.status] = outcomes.get(o.status, 0) + 1
+        return cls(
+            name=result.name,
+            in_flight=result.concurrency,
+            rate=result.rate,
+            sagas=len(result.outcomes),
+            throughput=result.throughput,
+            p50_ms=percentile(latencies, 50),
+            p95_ms=percentile(latencies, 95),
+            p99_ms=percentile(latencies, 99),
+            max_ms=max(latencies, default=0.0),
+            errors=result.errors,
+            outcomes=outcomes,
+            commits_per_saga=commits / done,
+            messages_per_saga=messages / done,
+            hops_ms=hops_ms,
+            cpu_ms_per_saga={k: v * 1000 / done for k, v in cpu_s.items()},
+            peak_rss_mb={k: v / 2**20 for k, v in peak_rss.items()},
+        )
+
+    @property
+    def load(self) -> str:
+        return f"{self.in_flight} in flight" if self.in_flight else f"{self.rate:g}/s open"
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "cpu_model": _cpu_model(),
+        "python": platform.python_version(),
+        "system": f"{platform.system()} {platform.release()}",
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows, strict=True)]
+    lines = [
+        "  ".join(
+            str(c).rjust(w) if i else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in [header, *rows]
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def tables(runs: list[Summary]) -> str:
+    main = _table(
+        ["run", "load", "sagas", "sagas/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors",
+         "commits/saga", "msgs/saga"],
+        [
+            [r.name, r.load, str(r.sagas), f"{r.throughput:.1f}", f"{r.p50_ms:.1f}",
+             f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.max_ms:.1f}", str(r.errors),
+             f"{r.commits_per_saga:.2f}", f"{r.messages_per_saga:.2f}"]
+            for r in runs
+        ],
+    )  # fmt: skip
+    with_hops = [r for r in runs if any(r.hops_ms.values())]
+    hops = _table(
+        ["run (mean ms per saga)", *HOPS, "sum"],
+        [
+            [r.name, *(f"{r.hops_ms.get(h, 0):.1f}" for h in HOPS),
+             f"{sum(r.hops_ms.values()):.1f}"]
+            for r in with_hops
+        ],
+    )  # fmt: skip
+    processes = [p for p in PROCESS_ORDER if any(p in r.cpu_ms_per_saga for r in runs)]
+    cpu = _table(
+        ["run (CPU ms per saga)", *processes, "total"],
+        [
+            [r.name, *(f"{r.cpu_ms_per_saga.get(p, 0):.2f}" for p in processes),
+             f"{sum(r.cpu_ms_per_saga.values()):.2f}"]
+            for r in runs
+        ],
+    )  # fmt: skip
+    rss = _table(
+        ["run (peak RSS MiB)", *processes],
+        [[r.name, *(f"{r.peak_rss_mb.get(p, 0):.0f}" for p in processes)] for r in runs],
+    )
+    return "\n\n".join([main, hops, cpu, rss])
+
+
+def write_json(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=2, default=str) + "\n")
+
+
+def plot(path: Path, runs: list[Summary], floor: list[Summary]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(8, 5), dpi=110)
+    closed = sorted(
+        (r for r in runs if r.in_flight and r.name.startswith("closed ") and "%" not in r.name),
+        key=lambda r: r.throughput,
+    )
+    for label, style in (("p50", "o"), ("p95", "s"), ("p99", "^")):
+        attr = f"{label}_ms"
+        axes.plot(
+            [r.throughput for r in closed],
+            [getattr(r, attr) for r in closed],
+            style + "-",
+            label=f"orchestrator {label}",
+        )
+        axes.plot(
+            [f.throughput for f in floor],
+            [getattr(f, attr) for f in floor],
+            style + ":",
+            alpha=0.6,
+            label=f"floor {label}",
+        )
+    for r in closed:
+        axes.annotate(
+            str(r.in_flight),
+            (r.throughput, r.p99_ms),
+            textcoords="offset points",
+            xytext=(4, 4),
+            fontsize=8,
+        )
+    for r in runs:
+        if r.rate:
+            axes.plot([r.throughput], [r.p99_ms], "kx", label=f"open loop {r.rate:g}/s p99")
+    axes.set_xlabel("completed sagas per second")
+    axes.set_ylabel("end-to-end latency, ms (log)")
+    axes.set_yscale("log")
+    axes.set_title("Order saga: latency against throughput (labels: sagas in flight)")
+    axes.grid(True, which="both", alpha=0.3)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path)
+    plt.close(figure)
