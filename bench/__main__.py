@@ -198,7 +198,7 @@ class Bench:
         return [
             subprocess.Popen(
                 [py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
-                 "--rate", "200", "--format", "raw", "--nonblocking",
+                 "--rate", "200", "--format", "raw", "--nonblocking", "--gil",
                  "--output", str(folder / f"{name}.txt")],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -74,7 +74,7 @@ def run_worker(settings: Settings) -> None:
     asyncio.run(create_topics(settings))
     publisher = Publisher(settings.kafka_bootstrap_servers, "saga-orchestrator")
     relay = OutboxRelay(
-        engine, publisher, settings.relay_batch_size, settings.relay_idle_interval_s
+        engine, publisher, settings.relay_batch_size, settings.relay_poll_interval_s
     )
     app = faust_app.create_app(
         settings, f"{settings.topic_namespace}-orchestrator", settings.worker_metrics_port
@@ -87,7 +87,10 @@ def run_worker(settings: Settings) -> None:
     async def apply_reply(record: consumer.Consumed) -> None:
         await consumer.apply(record, service.handle_reply, publisher, parked)
 
-    faust_app.consume(app, settings.topic("replies"), apply_reply)
+    async def apply_replies(records: list[consumer.Consumed]) -> None:
+        await consumer.apply_batch(records, service.handle_replies, apply_reply)
+
+    faust_app.consume(app, settings.topic("replies"), apply_replies)
 
     @app.task  # type: ignore[untyped-decorator]
     async def relay_outbox() -> None:

@@ -36,10 +36,16 @@ class SagaStore(Protocol):
     async def mark_processed(self, message_id: str, saga_id: str) -> bool:
         """Record that a message was applied; False when it already was."""
 
+    async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
+        """Record (message id, saga id) pairs as applied; return the ids not recorded before."""
+
     async def claim_due(self, now: datetime, limit: int) -> list[str]:
         """Lock and return sagas whose wake time has come, skipping those locked elsewhere."""
 
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None: ...
+
+    async def load_many(self, saga_ids: Sequence[str], *, for_update: bool) -> dict[str, Saga]:
+        """The sagas found, by id, locked in one order everywhere."""
 
     async def insert(self, saga: Saga, now: datetime, idempotency: Idempotency | None) -> None:
         """Store a new saga; raise DuplicateIdempotencyKey when the key is taken."""
@@ -50,11 +56,19 @@ class SagaStore(Protocol):
     async def update(self, saga: Saga, now: datetime) -> None:
         """Store the saga if its version is still the one loaded, else raise a conflict."""
 
+    async def update_many(self, sagas: Sequence[Saga], now: datetime) -> None: ...
+
     async def append(
         self,
         saga_id: str,
         timeline: Sequence[TimelineEntry],
         publications: Sequence[Publication],
+        now: datetime,
+    ) -> None: ...
+
+    async def append_many(
+        self,
+        appended: Sequence[tuple[str, Sequence[TimelineEntry], Sequence[Publication]]],
         now: datetime,
     ) -> None: ...
 

@@ -6,7 +6,7 @@ import enum
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -132,29 +132,56 @@ class SagaService:
         return decision.saga
 
     async def handle_reply(self, reply: messages.Message) -> ReplyOutcome:
+        return (await self.handle_replies([reply]))[0]
+
+    async def handle_replies(self, replies: Sequence[messages.Message]) -> list[ReplyOutcome]:
+        """Apply replies in order, in one transaction: all of them or, on any error, none.
+
+        Each saga is loaded and locked once, however many of its replies the batch holds, and
+        stored once; its outbox messages keep the order in which they were decided.
+        """
+        if not replies:
+            return []
         now = self._clock.now()
+        observed = []
+        recorded: dict[str, tuple[list[core.TimelineEntry], list[Publication]]] = {}
+        outcomes = []
         async with self._uow.transaction() as store:
-            if not await store.mark_processed(reply.message_id, reply.saga_id):
-                log.info("duplicate_reply_ignored", message_id=reply.message_id)
-                return ReplyOutcome.DUPLICATE
-            saga = await store.load(reply.saga_id, for_update=True)
-            if saga is None:
-                raise SagaNotFoundError(f"no saga has id {reply.saga_id}")
-            definition = self._registry.get(saga.type, saga.definition_version)
-            _check_reply_type(definition, reply)
-            decision = core.handle_reply(saga, definition, reply, now)
-            await store.update(decision.saga, now)
-            await self._record(store, decision, now)
-        metrics.observe(definition, saga, decision)
-        log.info(
-            "reply_applied",
-            saga_id=reply.saga_id,
-            step=reply.step,
-            message_id=reply.message_id,
-            outcome=reply.payload.get("outcome"),
-            saga_status=decision.saga.status.value,
-        )
-        return ReplyOutcome.APPLIED
+            fresh = await store.mark_processed_many([(r.message_id, r.saga_id) for r in replies])
+            wanted = [r.saga_id for r in replies if r.message_id in fresh]
+            sagas = await store.load_many(wanted, for_update=True) if wanted else {}
+            for reply in replies:
+                if reply.message_id not in fresh:
+                    log.info("duplicate_reply_ignored", message_id=reply.message_id)
+                    outcomes.append(ReplyOutcome.DUPLICATE)
+                    continue
+                fresh.discard(reply.message_id)  # a repeat inside the batch is a duplicate too
+                saga = sagas.get(reply.saga_id)
+                if saga is None:
+                    raise SagaNotFoundError(f"no saga has id {reply.saga_id}")
+                definition = self._registry.get(saga.type, saga.definition_version)
+                _check_reply_type(definition, reply)
+                decision = core.handle_reply(saga, definition, reply, now)
+                sagas[saga.id] = decision.saga
+                timeline, publications = recorded.setdefault(saga.id, ([], []))
+                timeline.extend(decision.timeline)
+                publications.extend(self._publications(decision))
+                observed.append((definition, saga, decision, reply))
+                outcomes.append(ReplyOutcome.APPLIED)
+            if recorded:  # each saga stored once, as its last reply left it
+                await store.update_many([sagas[saga_id] for saga_id in recorded], now)
+                await store.append_many([(i, t, p) for i, (t, p) in recorded.items()], now)
+        for definition, saga, decision, reply in observed:
+            metrics.observe(definition, saga, decision)
+            log.info(
+                "reply_applied",
+                saga_id=reply.saga_id,
+                step=reply.step,
+                message_id=reply.message_id,
+                outcome=reply.payload.get("outcome"),
+                saga_status=decision.saga.status.value,
+            )
+        return outcomes
 
     async def fire_timers(self, limit: int = 100) -> int:
         """Fire the deadlines and retries that are due, for up to `limit` sagas at once.
@@ -200,10 +227,10 @@ class SagaService:
         return self._registry.get(saga_type, version)
 
     async def _record(self, store: SagaStore, decision: core.Decision, now: datetime) -> None:
-        publications = [
-            Publication(self._topic_of(out.channel), out.message) for out in decision.outgoing
-        ]
-        await store.append(decision.saga.id, decision.timeline, publications, now)
+        await store.append(decision.saga.id, decision.timeline, self._publications(decision), now)
+
+    def _publications(self, decision: core.Decision) -> list[Publication]:
+        return [Publication(self._topic_of(out.channel), out.message) for out in decision.outgoing]
 
 
 def _request_hash(saga_type: str, version: int | None, saga_input: Mapping[str, Any]) -> str:

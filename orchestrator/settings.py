@@ -31,7 +31,9 @@ class Settings(BaseSettings):
     log_format: Literal["console", "json"] = "console"
     db_pool_size: int = pydantic.Field(default=10, ge=1, le=100)
     relay_batch_size: int = pydantic.Field(default=500, ge=1, le=10_000)
-    relay_idle_interval_s: float = pydantic.Field(default=0.05, gt=0, le=10)
+    relay_poll_interval_s: float = pydantic.Field(
+        default=1.0, gt=0, le=60, description="how often the relay looks without a NOTIFY"
+    )
     worker_metrics_port: int = pydantic.Field(
         default=9464,
         ge=0,

@@ -23,7 +23,10 @@ def run_worker(settings: Settings, name: str) -> None:
     async def apply_command(record: consumer.Consumed) -> None:
         await consumer.apply(record, processor.process, publisher)
 
-    faust_app.consume(app, settings.topic(name), apply_command)
+    async def apply_commands(records: list[consumer.Consumed]) -> None:
+        await consumer.apply_batch(records, processor.process_many, apply_command)
+
+    faust_app.consume(app, settings.topic(name), apply_commands)
 
     async def close() -> None:
         await publisher.stop()

@@ -29,6 +29,9 @@ class FakeStore:
         self.processed.add(message_id)
         return True
 
+    async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
+        return {m for m, s in messages if await self.mark_processed(m, s)}
+
     async def claim_due(self, now: datetime, limit: int) -> list[str]:
         due = sorted(
             (s.wake_at, s.id) for s in self.sagas.values() if s.wake_at and s.wake_at <= now
@@ -38,6 +41,9 @@ class FakeStore:
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None:
         saga = self.sagas.get(saga_id)
         return copy.deepcopy(saga) if saga else None
+
+    async def load_many(self, saga_ids: Sequence[str], *, for_update: bool) -> dict[str, Saga]:
+        return {i: copy.deepcopy(self.sagas[i]) for i in sorted(set(saga_ids)) if i in self.sagas}
 
     async def insert(self, saga: Saga, now: datetime, idempotency: Idempotency | None) -> None:
         if idempotency is not None:
@@ -58,6 +64,18 @@ class FakeStore:
             raise ConcurrencyConflictError(f"saga {saga.id} changed")
         saga.version += 1
         self.sagas[saga.id] = copy.deepcopy(saga)
+
+    async def update_many(self, sagas: Sequence[Saga], now: datetime) -> None:
+        for saga in sagas:
+            await self.update(saga, now)
+
+    async def append_many(
+        self,
+        appended: Sequence[tuple[str, Sequence[TimelineEntry], Sequence[Publication]]],
+        now: datetime,
+    ) -> None:
+        for saga_id, timeline, publications in appended:
+            await self.append(saga_id, timeline, publications, now)
 
     async def append(
         self,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request, Response
+from fastapi import FastAPI
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from orchestrator.api import errors, routes, ui
 from orchestrator.api.auth import Authenticator
@@ -42,15 +44,27 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(ui.router)
 
-    @app.middleware("http")
-    async def limit_body(
-        request: Request, call_next: Callable[[Request], Awaitable[Response]]
-    ) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body_bytes):
-            return errors.error_response(
-                413, "body_too_large", f"the request body is limited to {max_body_bytes} bytes"
-            )
-        return await call_next(request)
-
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
     return app
+
+
+class BodyLimit:
+    """Refuses a request whose declared body is too large before reading it (plain ASGI:
+    starlette's BaseHTTPMiddleware would cost every request a task and a stream)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self._app = app
+        self._max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = Headers(scope=scope).get("content-length")
+            if length is not None and (not length.isdigit() or int(length) > self._max_bytes):
+                response = errors.error_response(
+                    413,
+                    "body_too_large",
+                    f"the request body is limited to {self._max_bytes} bytes",
+                )
+                await response(scope, receive, send)
+                return
+        await self._app(scope, receive, send)

@@ -83,11 +83,11 @@ def _bearer(request: Request) -> str | None:
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None
 
 
-def viewer(request: Request) -> Principal:
+async def viewer(request: Request) -> Principal:
     auth: Authenticator = request.app.state.auth
     return auth.require(request, Role.VIEWER)
 
 
-def operator(request: Request) -> Principal:
+async def operator(request: Request) -> Principal:
     auth: Authenticator = request.app.state.auth
     return auth.require(request, Role.OPERATOR)

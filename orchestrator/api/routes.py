@@ -45,12 +45,13 @@ class InvalidDurationError(InvalidQueryError):
     """The duration is not valid: use a number and a unit, like 30s, 10m, 2h or 1d."""
 
 
-def service(request: Request) -> SagaService:
+async def service(request: Request) -> SagaService:
+    # async, like every dependency here: FastAPI runs a plain def in a thread pool
     result: SagaService = request.app.state.service
     return result
 
 
-def reader(request: Request) -> SqlSagaReader:
+async def reader(request: Request) -> SqlSagaReader:
     result: SqlSagaReader = request.app.state.reader
     return result
 

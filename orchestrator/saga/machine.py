@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from typing import Any
 
 from statemachine import State, StateChart
@@ -88,8 +89,14 @@ class _Holder:
         self.status = status
 
 
+@functools.lru_cache(maxsize=1024)
 def transition(machine: type[StateChart[Any]], status: str, event: str) -> str:
-    """Apply `event` to a machine in `status` and return the new status."""
+    """Apply `event` to a machine in `status` and return the new status.
+
+    The machines have no guards and no actions, so the answer depends on the three arguments
+    only and is remembered: building a machine costs far more than the rest of a decision.
+    A refused transition raises every time (lru_cache keeps no exceptions).
+    """
     holder = _Holder(status)
     sm: Any = machine(model=holder, state_field="status")
     try:

@@ -24,13 +24,17 @@ class SqlSagaStore:
         self._conn = conn
 
     async def mark_processed(self, message_id: str, saga_id: str) -> bool:
+        return bool(await self.mark_processed_many([(message_id, saga_id)]))
+
+    async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
+        """Record (message id, saga id) pairs as applied; return the ids not recorded before."""
         stmt = (
             insert(processed_message)
-            .values(message_id=message_id, saga_id=saga_id)
+            .values([{"message_id": m, "saga_id": s} for m, s in messages])
             .on_conflict_do_nothing()
             .returning(processed_message.c.message_id)
         )
-        return (await self._conn.execute(stmt)).first() is not None
+        return {str(row.message_id) for row in await self._conn.execute(stmt)}
 
     async def claim_due(self, now: datetime, limit: int) -> list[str]:
         rows = await self._conn.execute(
@@ -43,32 +47,43 @@ class SqlSagaStore:
         return [str(r.id) for r in rows]
 
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None:
-        query = sa.select(saga).where(saga.c.id == saga_id)
+        return (await self.load_many([saga_id], for_update=for_update)).get(saga_id)
+
+    async def load_many(self, saga_ids: Sequence[str], *, for_update: bool) -> dict[str, Saga]:
+        """The sagas found, locked in id order (the same everywhere: no deadlocks)."""
+        query = sa.select(saga).where(saga.c.id.in_(saga_ids)).order_by(saga.c.id)
         if for_update:
             query = query.with_for_update()
-        row = (await self._conn.execute(query)).mappings().first()
-        if row is None:
-            return None
-        steps = await self._conn.execute(
-            sa.select(saga_step).where(saga_step.c.saga_id == saga_id).order_by("position")
+        rows = (await self._conn.execute(query)).mappings().all()
+        if not rows:
+            return {}
+        steps: dict[str, dict[str, StepState]] = {str(r["id"]): {} for r in rows}
+        step_rows = await self._conn.execute(
+            sa.select(saga_step)
+            .where(saga_step.c.saga_id.in_(list(steps)))
+            .order_by(saga_step.c.saga_id, saga_step.c.position)
         )
-        return Saga(
-            id=str(row["id"]),
-            type=row["type"],
-            definition_version=row["definition_version"],
-            status=SagaStatus(row["status"]),
-            input=row["input"],
-            context=row["context"],
-            steps={s["name"]: _step_state(s) for s in steps.mappings()},
-            version=row["version"],
-            started_at=row["created_at"],
-            trace_id=row["trace_id"] or "",
-        )
+        for s in step_rows.mappings():
+            steps[str(s["saga_id"])][s["name"]] = _step_state(s)
+        return {
+            str(row["id"]): Saga(
+                id=str(row["id"]),
+                type=row["type"],
+                definition_version=row["definition_version"],
+                status=SagaStatus(row["status"]),
+                input=row["input"],
+                context=row["context"],
+                steps=steps[str(row["id"])],
+                version=row["version"],
+                started_at=row["created_at"],
+                trace_id=row["trace_id"] or "",
+            )
+            for row in rows
+        }
 
     async def insert(self, new: Saga, now: datetime, idempotency: Idempotency | None) -> None:
-        try:
-            async with self._conn.begin_nested():
-                await self._insert_saga(new, now, idempotency)
+        try:  # a taken key aborts the transaction, which the caller then rolls back
+            await self._insert_saga(new, now, idempotency)
         except sa_exc.IntegrityError as exc:
             if "uq_saga_idempotency_key" in str(exc.orig):
                 raise DuplicateIdempotencyKeyError(idempotency) from exc
@@ -113,30 +128,36 @@ class SqlSagaStore:
         )
 
     async def update(self, changed: Saga, now: datetime) -> None:
+        await self.update_many([changed], now)
+
+    async def update_many(self, changed: Sequence[Saga], now: datetime) -> None:
+        """Store each saga if its version is still the one loaded, else raise a conflict."""
         result = await self._conn.execute(
-            saga.update()
-            .where(saga.c.id == changed.id, saga.c.version == changed.version)
-            .values(
-                status=changed.status.value,
-                context=changed.context,
-                updated_at=now,
-                version=changed.version + 1,
-                wake_at=changed.wake_at,
-            )
+            _UPDATE_IF_VERSION,
+            [
+                {
+                    "saga_id": c.id,
+                    "loaded_version": c.version,
+                    "status": c.status.value,
+                    "context": c.context,
+                    "updated_at": now,
+                    "version": c.version + 1,
+                    "wake_at": c.wake_at,
+                }
+                for c in changed
+            ],
         )
-        if result.rowcount != 1:
+        if result.rowcount != len(changed):
             raise ConcurrencyConflictError(
-                f"saga {changed.id} changed since version {changed.version}"
+                f"{len(changed) - result.rowcount} of sagas {[c.id for c in changed]} "
+                "changed since they were loaded"
             )
-        changed.version += 1
-        rows = [_step_row(changed.id, i, s, now) for i, s in enumerate(changed.steps.values())]
-        stmt = insert(saga_step).values(rows)
-        await self._conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=[saga_step.c.saga_id, saga_step.c.name],
-                set_={c: stmt.excluded[c] for c in _STEP_MUTABLE},
-            )
-        )
+        for c in changed:
+            c.version += 1
+        rows = [
+            _step_row(c.id, i, s, now) for c in changed for i, s in enumerate(c.steps.values())
+        ]
+        await self._conn.execute(_UPSERT_STEPS, rows)
 
     async def append(
         self,
@@ -145,36 +166,55 @@ class SqlSagaStore:
         publications: Sequence[Publication],
         now: datetime,
     ) -> None:
-        if timeline:
-            await self._conn.execute(
-                saga_timeline.insert(),
-                [
-                    {
-                        "saga_id": saga_id,
-                        "at": now,
-                        "kind": e.kind,
-                        "step": e.step,
-                        "detail": dict(e.detail),
-                        "message_id": e.message_id,
-                    }
-                    for e in timeline
-                ],
-            )
-        if publications:
-            await self._conn.execute(
-                outbox.insert(),
-                [
-                    {
-                        "topic": p.topic,
-                        "key": p.message.saga_id,
-                        "headers": {k: v.decode() for k, v in codec.headers(p.message)},
-                        "value": codec.encode(p.message),
-                        "created_at": now,
-                    }
-                    for p in publications
-                ],
-            )
+        await self.append_many([(saga_id, timeline, publications)], now)
 
+    async def append_many(
+        self,
+        appended: Sequence[tuple[str, Sequence[TimelineEntry], Sequence[Publication]]],
+        now: datetime,
+    ) -> None:
+        """Timeline entries and outbox messages, in the order given."""
+        entries = [
+            {
+                "saga_id": saga_id,
+                "at": now,
+                "kind": e.kind,
+                "step": e.step,
+                "detail": dict(e.detail),
+                "message_id": e.message_id,
+            }
+            for saga_id, timeline, _ in appended
+            for e in timeline
+        ]
+        if entries:
+            await self._conn.execute(saga_timeline.insert(), entries)
+        messages = [
+            {
+                "topic": p.topic,
+                "key": p.message.saga_id,
+                "headers": {k: v.decode() for k, v in codec.headers(p.message)},
+                "value": codec.encode(p.message),
+                "created_at": now,
+            }
+            for _, _, publications in appended
+            for p in publications
+        ]
+        if messages:
+            # executemany runs the rows in order: identities follow the order of decisions
+            await self._conn.execute(outbox.insert(), messages)
+
+
+_UPDATE_IF_VERSION = (
+    saga.update()
+    .where(saga.c.id == sa.bindparam("saga_id"), saga.c.version == sa.bindparam("loaded_version"))
+    .values(
+        status=sa.bindparam("status"),
+        context=sa.bindparam("context", type_=saga.c.context.type),
+        updated_at=sa.bindparam("updated_at"),
+        version=sa.bindparam("version"),
+        wake_at=sa.bindparam("wake_at"),
+    )
+)
 
 _STEP_MUTABLE = (
     "status",
@@ -185,6 +225,11 @@ _STEP_MUTABLE = (
     "result",
     "error",
     "updated_at",
+)
+_step_upsert = insert(saga_step)
+_UPSERT_STEPS = _step_upsert.on_conflict_do_update(
+    index_elements=[saga_step.c.saga_id, saga_step.c.name],
+    set_={c: _step_upsert.excluded[c] for c in _STEP_MUTABLE},
 )
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import structlog
@@ -91,6 +91,29 @@ async def apply(
             await _until_done(lambda: hook(message, reason, record), max_backoff_s)
     finally:
         structlog.contextvars.unbind_contextvars("saga_id", "step", "message_id", "trace_id")
+
+
+async def apply_batch(
+    records: Sequence[Consumed],
+    handle_many: Callable[[list[messages.Message]], Awaitable[object]],
+    apply_one: Callable[[Consumed], Awaitable[None]],
+    max_backoff_s: float = 5.0,
+) -> None:
+    """Handle records together (one transaction, one commit) while they are all well formed
+    and applicable; otherwise each on its own, so that only the poison is dead-lettered.
+    Transient faults are retried for the whole batch, as `apply` does for one record."""
+    try:
+        batch = [codec.decode(r.value) for r in records]
+    except UndecodableMessageError:
+        batch = []
+    if len(batch) > 1:
+        try:
+            await _until_done(lambda: handle_many(batch), max_backoff_s)
+            return
+        except Exception as exc:  # TRANSIENT never gets here: retried above
+            log.info("batch_applied_one_by_one", size=len(batch), error=repr(exc))
+    for record in records:
+        await apply_one(record)
 
 
 async def _poison_reason(

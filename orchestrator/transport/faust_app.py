@@ -9,7 +9,7 @@ from typing import Any
 import faust
 from prometheus_client import Gauge, generate_latest
 
-from orchestrator import logs
+from orchestrator import logs, metrics
 from orchestrator.settings import Settings
 from orchestrator.transport.consumer import Consumed
 
@@ -67,25 +67,44 @@ def _add_probes(app: faust.App) -> None:
         return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
 
-def consume(app: faust.App, topic_name: str, apply: Callable[[Consumed], Awaitable[None]]) -> None:
-    """Run `apply` on every record of a topic, one at a time per partition.
+def consume(
+    app: faust.App,
+    topic_name: str,
+    apply: Callable[[list[Consumed]], Awaitable[None]],
+    max_batch: int = 500,
+) -> None:
+    """Run `apply` on the records of a topic in batches, one batch at a time.
 
-    faust acknowledges a record when the loop takes the next one, and commits acknowledged
-    offsets only: an offset is committed after `apply` (and its database commit) returned.
+    A batch is every record already waiting when one arrives, up to `max_batch`: one record
+    at low load, so nothing waits for company, and many at high load, when they share one
+    transaction. Records keep their order, so a saga's messages are applied in the order
+    they were published. Acks are manual: a batch's records are acknowledged once `apply`
+    returned (its transaction committed), and faust commits acknowledged offsets only.
     """
     topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
+    batch_size = metrics.BATCH_SIZE.labels(topic_name)
 
     async def agent(stream: Any) -> None:
-        async for event in stream.events():
-            m = event.message
-            record = Consumed(
-                m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or [])
-            )
-            # Shielded: a shutdown lets the message in hand finish and commit (see run()).
-            task = asyncio.ensure_future(apply(record))
+        manual = stream.noack()
+        waiting = manual.channel.queue
+        events: list[Any] = []
+        async for event in manual.events():
+            events.append(event)
+            if len(events) < max_batch and not waiting.empty():
+                continue
+            records = [
+                Consumed(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or []))
+                for m in (e.message for e in events)
+            ]
+            batch_size.observe(len(records))
+            # Shielded: a shutdown lets the batch in hand finish and commit (see run()).
+            task = asyncio.ensure_future(apply(records))
             _IN_FLIGHT.add(task)
             task.add_done_callback(_IN_FLIGHT.discard)
             await asyncio.shield(task)
+            for done in events:
+                await manual.ack(done)
+            events = []
 
     agent.__name__ = agent.__qualname__ = "consume_" + topic_name.replace(".", "_")
     app.agent(topic, name=agent.__name__)(agent)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
+import psycopg
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -19,31 +21,67 @@ log = structlog.get_logger(__name__)
 RELAY_LOCK_ID = 0x5A6A_0001
 
 
+NOTIFY_CHANNEL = "saga_outbox"  # see migration 0008: every outbox INSERT notifies it
+
+
 class OutboxRelay:
+    """Publishes outbox rows as soon as their transaction commits.
+
+    A committed INSERT into the outbox sends a NOTIFY; the relay LISTENs on a connection of
+    its own and relays until the outbox is empty, then waits for the next notification. It
+    also looks every `poll_interval_s` whatever it heard, so a notification lost with a
+    broken connection delays rows by that much at most.
+    """
+
     def __init__(
         self,
         engine: AsyncEngine,
         publisher: Publisher,
         batch_size: int = 500,
-        idle_interval_s: float = 0.05,
+        poll_interval_s: float = 1.0,
     ) -> None:
         self._engine = engine
         self._publisher = publisher
         self._batch_size = batch_size
-        self._idle_interval_s = idle_interval_s
+        self._poll_interval_s = poll_interval_s
+        self._wake = asyncio.Event()
 
     async def run(self) -> None:
-        backoff = self._idle_interval_s
+        listener = asyncio.create_task(self._listen())
+        backoff = 0.05
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    published = await self.relay_once()
+                    backoff = 0.05
+                except Exception as exc:  # keep relaying whatever broke
+                    log.warning("outbox_relay_failed", error=repr(exc), retry_in_s=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                if published < self._batch_size:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+        finally:
+            listener.cancel()
+
+    async def _listen(self) -> None:
+        """Set the wake event on every notification; reconnect when the connection breaks."""
+        url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        backoff = 0.1
         while True:
             try:
-                published = await self.relay_once()
-                backoff = self._idle_interval_s
-            except Exception as exc:  # keep relaying whatever broke
-                log.warning("outbox_relay_failed", error=repr(exc), retry_in_s=backoff)
-                published = 0
-                backoff = min(backoff * 2, 5.0)
-            if published < self._batch_size:
+                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
+                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    backoff = 0.1
+                    self._wake.set()  # whatever committed while nobody listened
+                    async for _ in conn.notifies():
+                        self._wake.set()
+            except psycopg.Error as exc:
+                log.warning("outbox_listen_failed", error=repr(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
 
     async def relay_once(self) -> int:
         """Publish one batch; the rows are marked only after the broker acknowledged them."""

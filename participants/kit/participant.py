@@ -9,7 +9,7 @@ The three anomalies are handled here, not in every handler:
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -64,6 +64,26 @@ class Participant:
         return command_type in self.actions or command_type in self.compensations
 
 
+@dataclasses.dataclass
+class _Batch:
+    """What one transaction knows while it applies a batch of commands in order."""
+
+    answered: dict[str, bytes]  # message id -> stored reply
+    ledger: dict[tuple[str, str], tuple[str, Any]]  # (saga id, step) -> (state, data)
+    new_inbox: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    new_ledger: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+
+    def set_state(self, command: messages.Message, state: str, data: Any) -> None:
+        key = (command.saga_id, command.step)
+        self.ledger[key] = (state, data)
+        self.new_ledger[key] = {
+            "saga_id": command.saga_id,
+            "step": command.step,
+            "state": state,
+            "data": data,
+        }
+
+
 class CommandProcessor:
     def __init__(
         self, participant: Participant, engine: AsyncEngine, publisher: Publisher, replies: str
@@ -72,64 +92,104 @@ class CommandProcessor:
         self._engine = engine
         self._publisher = publisher
         self._replies = replies
-
-    async def process(self, command: messages.Message) -> None:
-        """Apply the command once, commit, then publish the (possibly stored) reply."""
-        if command.kind is not messages.Kind.COMMAND or not self._p.handles(command.message_type):
-            raise UnknownCommandError(
-                f"{self._p.name} does not handle {command.kind.value} {command.message_type!r}"
-            )
-        command = self._p.contracts.read(command, self._p.reads.get(command.message_type))
-        async with self._engine.begin() as conn:
-            # One command of a saga step at a time, even if two instances hold the partition
-            # for a moment during a rebalance: the second waits, then finds the inbox row.
-            await conn.execute(
-                sa.select(
-                    sa.func.pg_advisory_xact_lock(
-                        sa.func.hashtextextended(
-                            f"{self._p.name}:{command.saga_id}:{command.step}", 0
-                        )
-                    )
-                )
-            )
-            stored = await conn.scalar(
-                sa.select(self._p.inbox.c.reply).where(
-                    self._p.inbox.c.message_id == command.message_id
-                )
-            )
-            if stored is None:
-                reply = await self._apply(conn, command)
-                stored = codec.encode(reply)
-                await conn.execute(
-                    self._p.inbox.insert().values(
-                        message_id=command.message_id,
-                        saga_id=command.saga_id,
-                        step=command.step,
-                        command_type=command.message_type,
-                        reply=stored,
-                    )
-                )
-            else:
-                log.info("duplicate_command_answered_from_inbox")
-        reply_message = codec.decode(stored)
-        await self._publisher.publish(
-            [Record(self._replies, command.saga_id, stored, codec.headers(reply_message))]
+        inbox, ledger = participant.inbox, participant.ledger
+        # Built once: the statements every batch runs, with bound parameters.
+        self._lock_steps = sa.text(
+            "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
+            "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
+        )
+        self._find_replies = sa.select(inbox.c.message_id, inbox.c.reply).where(
+            inbox.c.message_id.in_(sa.bindparam("ids", expanding=True))
+        )
+        self._find_states = (
+            sa.select(ledger.c.saga_id, ledger.c.step, ledger.c.state, ledger.c.data)
+            .where(ledger.c.saga_id.in_(sa.bindparam("sagas", expanding=True)))
+            .with_for_update()
+        )
+        self._store_reply = inbox.insert()
+        upsert = insert(ledger)
+        self._store_state = upsert.on_conflict_do_update(
+            index_elements=[ledger.c.saga_id, ledger.c.step],
+            set_={
+                "state": upsert.excluded.state,
+                "data": upsert.excluded.data,
+                "updated_at": sa.func.now(),
+            },
         )
 
-    async def _apply(self, conn: AsyncConnection, command: messages.Message) -> messages.Message:
-        ledger = self._p.ledger
-        state_row = (
-            await conn.execute(
-                sa.select(ledger.c.state, ledger.c.data)
-                .where(ledger.c.saga_id == command.saga_id, ledger.c.step == command.step)
-                .with_for_update()
+    async def process(self, command: messages.Message) -> None:
+        await self.process_many([command])
+
+    async def process_many(self, commands: Sequence[messages.Message]) -> None:
+        """Apply each command once, in order and in one transaction, commit, then publish
+        the (possibly stored) replies. Any error rolls back all of them."""
+        for command in commands:
+            if command.kind is not messages.Kind.COMMAND or not self._p.handles(
+                command.message_type
+            ):
+                raise UnknownCommandError(
+                    f"{self._p.name} does not handle {command.kind.value} {command.message_type!r}"
+                )
+        commands = [self._p.contracts.read(c, self._p.reads.get(c.message_type)) for c in commands]
+        async with self._engine.begin() as conn:
+            replies = await self._replies_to(conn, commands)
+        await self._publisher.publish(
+            [
+                Record(self._replies, reply.saga_id, stored, codec.headers(reply))
+                for reply, stored in replies
+            ]
+        )
+
+    async def _replies_to(
+        self, conn: AsyncConnection, commands: Sequence[messages.Message]
+    ) -> list[tuple[messages.Message, bytes]]:
+        """Each command's reply: the stored one for a repeat, else the one applying it gave."""
+        # One transaction at a time per saga step, even if two instances hold a partition for
+        # a moment during a rebalance: the second waits, then finds the inbox rows.
+        keys = sorted({f"{self._p.name}:{c.saga_id}:{c.step}" for c in commands})
+        await conn.execute(self._lock_steps, {"keys": keys})
+        found = await conn.execute(self._find_replies, {"ids": [c.message_id for c in commands]})
+        states = await conn.execute(
+            self._find_states, {"sagas": sorted({c.saga_id for c in commands})}
+        )
+        batch = _Batch(
+            answered={str(r.message_id): bytes(r.reply) for r in found},
+            ledger={(str(r.saga_id), r.step): (r.state, r.data) for r in states},
+        )
+        replies = []
+        for command in commands:
+            stored = batch.answered.get(command.message_id)
+            if stored is not None:
+                log.info("duplicate_command_answered_from_inbox", message_id=command.message_id)
+                replies.append((codec.decode(stored), stored))
+                continue
+            reply = await self._apply(conn, batch, command)
+            stored = codec.encode(reply)
+            batch.answered[command.message_id] = stored
+            batch.new_inbox.append(
+                {
+                    "message_id": command.message_id,
+                    "saga_id": command.saga_id,
+                    "step": command.step,
+                    "command_type": command.message_type,
+                    "reply": stored,
+                }
             )
-        ).first()
-        state = state_row.state if state_row else None
+            replies.append((reply, stored))
+        if batch.new_ledger:
+            await conn.execute(self._store_state, list(batch.new_ledger.values()))
+        if batch.new_inbox:
+            await conn.execute(self._store_reply, batch.new_inbox)
+        return replies
+
+    async def _apply(
+        self, conn: AsyncConnection, batch: _Batch, command: messages.Message
+    ) -> messages.Message:
+        state, data = batch.ledger.get((command.saga_id, command.step), (None, None))
         if command.message_type in self._p.actions:
-            result = await self._apply_action(conn, command, state, state_row)
+            result = await self._apply_action(conn, batch, command, state, data)
         else:
-            result = await self._apply_compensation(conn, command, state)
+            result = await self._apply_compensation(conn, batch, command, state)
         log.info(
             "command_applied",
             participant=self._p.name,
@@ -148,47 +208,42 @@ class CommandProcessor:
         )
 
     async def _apply_action(
-        self, conn: AsyncConnection, command: messages.Message, state: str | None, row: Any
+        self,
+        conn: AsyncConnection,
+        batch: _Batch,
+        command: messages.Message,
+        state: str | None,
+        data: Any,
     ) -> Result:
         if state in ("tombstone", "compensated"):
             return refused("compensated", "the step was already compensated; not applied")
         if state == "applied":
-            return succeeded(**(row.data or {}))
-        handler = self._p.actions[command.message_type]
-        async with conn.begin_nested() as savepoint:
-            result = await handler(conn, command)
-            if result.outcome is not messages.Outcome.SUCCESS:
-                await savepoint.rollback()
-                return result
-        await self._set_state(conn, command, "applied", dict(result.data))
+            return succeeded(**(data or {}))
+        result = await self._run_handler(conn, self._p.actions[command.message_type], command)
+        if result.outcome is messages.Outcome.SUCCESS:
+            batch.set_state(command, "applied", dict(result.data))
         return result
 
     async def _apply_compensation(
-        self, conn: AsyncConnection, command: messages.Message, state: str | None
+        self, conn: AsyncConnection, batch: _Batch, command: messages.Message, state: str | None
     ) -> Result:
         if state is None:
-            await self._set_state(conn, command, "tombstone", None)
+            batch.set_state(command, "tombstone", None)
             return succeeded(empty=True)
         if state != "applied":
             return succeeded()
         handler = self._p.compensations[command.message_type]
+        result = await self._run_handler(conn, handler, command)
+        if result.outcome is messages.Outcome.SUCCESS:
+            batch.set_state(command, "compensated", None)
+        return result
+
+    async def _run_handler(
+        self, conn: AsyncConnection, handler: Handler, command: messages.Message
+    ) -> Result:
+        """Run a handler in a savepoint: what a refused command wrote is undone."""
         async with conn.begin_nested() as savepoint:
             result = await handler(conn, command)
             if result.outcome is not messages.Outcome.SUCCESS:
                 await savepoint.rollback()
-                return result
-        await self._set_state(conn, command, "compensated", None)
         return result
-
-    async def _set_state(
-        self, conn: AsyncConnection, command: messages.Message, state: str, data: Any
-    ) -> None:
-        stmt = insert(self._p.ledger).values(
-            saga_id=command.saga_id, step=command.step, state=state, data=data
-        )
-        await conn.execute(
-            stmt.on_conflict_do_update(
-                index_elements=["saga_id", "step"],
-                set_={"state": state, "data": data, "updated_at": sa.func.now()},
-            )
-        )

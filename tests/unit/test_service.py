@@ -89,6 +89,64 @@ async def test_reply_for_an_unknown_saga_raises_and_is_not_marked_seen(
     assert stray.message_id not in db.processed
 
 
+def last_command_of(db: FakeDatabase, saga_id: str) -> messages.Message:
+    return [
+        p.message
+        for p in db.outbox
+        if p.message.kind is messages.Kind.COMMAND and p.message.saga_id == saga_id
+    ][-1]
+
+
+async def test_a_batch_applies_its_replies_in_order_and_stores_each_saga_once(
+    db: FakeDatabase, service: SagaService
+) -> None:
+    a, _ = await service.start_saga("order", ORDER_INPUT)
+    b, _ = await service.start_saga("order", ORDER_INPUT)
+    reserved = messages.reply_to(
+        last_command_of(db, a.id), source="t", outcome=messages.Outcome.SUCCESS, now=NOW
+    )
+    refused = messages.reply_to(
+        last_command_of(db, b.id), source="t", outcome=messages.Outcome.FAILURE, now=NOW
+    )
+    again = messages.reply_to(  # the same command answered twice: the second one is late
+        last_command_of(db, a.id), source="t", outcome=messages.Outcome.SUCCESS, now=NOW
+    )
+    sent_before = len(db.outbox)
+
+    outcomes = await service.handle_replies([reserved, refused, reserved, again])
+
+    assert outcomes == [
+        ReplyOutcome.APPLIED,
+        ReplyOutcome.APPLIED,
+        ReplyOutcome.DUPLICATE,
+        ReplyOutcome.APPLIED,
+    ]
+    assert (db.sagas[a.id].version, db.sagas[b.id].version) == (2, 2)
+    assert db.sagas[b.id].status == "compensated"
+    assert [(p.message.saga_id, p.message.message_type) for p in db.outbox[sent_before:]] == [
+        (a.id, "payment.charge"),
+        (b.id, "saga.compensated"),
+    ]
+    kinds = [e.kind for saga_id, e in db.timeline if saga_id == a.id]
+    assert kinds[-1] == "late_reply"
+
+
+async def test_a_batch_with_a_reply_it_cannot_apply_stores_none_of_it(
+    db: FakeDatabase, service: SagaService
+) -> None:
+    a, _ = await service.start_saga("order", ORDER_INPUT)
+    good = reply_to_last_command(db, messages.Outcome.SUCCESS)
+    stray = dataclasses.replace(good, message_id=messages.new_id(), saga_id=messages.new_id())
+    sent_before = len(db.outbox)
+
+    with pytest.raises(SagaNotFoundError):
+        await service.handle_replies([good, stray])
+
+    assert good.message_id not in db.processed
+    assert db.sagas[a.id].version == 1
+    assert len(db.outbox) == sent_before
+
+
 async def test_due_timers_fire_once_and_resend_the_command(
     db: FakeDatabase, service: SagaService
 ) -> None:
