@@ -49,8 +49,9 @@ def _options() -> argparse.Namespace:
     parser.add_argument("--no-floor", action="store_true", help="skip the floor program")
     parser.add_argument(
         "--profile",
-        action="store_true",
-        help="py-spy profiles of the api, worker and participants at 64 in flight",
+        type=int,
+        metavar="IN_FLIGHT",
+        help="py-spy profiles of the api, worker and participants at this closed loop",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
     options = parser.parse_args()

@@ -67,7 +67,7 @@ class ProcessUsage:
 class ProcessSampler:
     """Samples the RSS of named processes in a thread; CPU is read at start and stop."""
 
-    def __init__(self, pids: dict[str, int], interval_s: float = 0.25) -> None:
+    def __init__(self, pids: dict[str, int], interval_s: float = 1.0) -> None:
         self._processes = {name: psutil.Process(pid) for name, pid in pids.items()}
         self._interval_s = interval_s
         self._stop = threading.Event()

@@ -28,13 +28,8 @@ class SqlSagaStore:
 
     async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
         """Record (message id, saga id) pairs as applied; return the ids not recorded before."""
-        stmt = (
-            insert(processed_message)
-            .values([{"message_id": m, "saga_id": s} for m, s in messages])
-            .on_conflict_do_nothing()
-            .returning(processed_message.c.message_id)
-        )
-        return {str(row.message_id) for row in await self._conn.execute(stmt)}
+        rows = [{"message_id": m, "saga_id": s} for m, s in messages]
+        return {str(row.message_id) for row in await self._conn.execute(_MARK_PROCESSED, rows)}
 
     async def claim_due(self, now: datetime, limit: int) -> list[str]:
         rows = await self._conn.execute(
@@ -51,18 +46,12 @@ class SqlSagaStore:
 
     async def load_many(self, saga_ids: Sequence[str], *, for_update: bool) -> dict[str, Saga]:
         """The sagas found, locked in id order (the same everywhere: no deadlocks)."""
-        query = sa.select(saga).where(saga.c.id.in_(saga_ids)).order_by(saga.c.id)
-        if for_update:
-            query = query.with_for_update()
-        rows = (await self._conn.execute(query)).mappings().all()
+        query = _LOAD_FOR_UPDATE if for_update else _LOAD
+        rows = (await self._conn.execute(query, {"ids": list(saga_ids)})).mappings().all()
         if not rows:
             return {}
         steps: dict[str, dict[str, StepState]] = {str(r["id"]): {} for r in rows}
-        step_rows = await self._conn.execute(
-            sa.select(saga_step)
-            .where(saga_step.c.saga_id.in_(list(steps)))
-            .order_by(saga_step.c.saga_id, saga_step.c.position)
-        )
+        step_rows = await self._conn.execute(_LOAD_STEPS, {"ids": list(steps)})
         for s in step_rows.mappings():
             steps[str(s["saga_id"])][s["name"]] = _step_state(s)
         return {
@@ -110,21 +99,22 @@ class SqlSagaStore:
         self, new: Saga, now: datetime, idempotency: Idempotency | None
     ) -> None:
         await self._conn.execute(
-            saga.insert().values(
-                id=new.id,
-                type=new.type,
-                definition_version=new.definition_version,
-                status=new.status.value,
-                input=new.input,
-                context=new.context,
-                created_at=now,
-                updated_at=now,
-                version=1,
-                wake_at=new.wake_at,
-                trace_id=new.trace_id or None,
-                idempotency_key=idempotency.key if idempotency else None,
-                request_hash=idempotency.request_hash if idempotency else None,
-            )
+            _INSERT_SAGA,
+            {
+                "id": new.id,
+                "type": new.type,
+                "definition_version": new.definition_version,
+                "status": new.status.value,
+                "input": new.input,
+                "context": new.context,
+                "created_at": now,
+                "updated_at": now,
+                "version": 1,
+                "wake_at": new.wake_at,
+                "trace_id": new.trace_id or None,
+                "idempotency_key": idempotency.key if idempotency else None,
+                "request_hash": idempotency.request_hash if idempotency else None,
+            },
         )
 
     async def update(self, changed: Saga, now: datetime) -> None:
@@ -204,6 +194,20 @@ class SqlSagaStore:
             await self._conn.execute(outbox.insert(), messages)
 
 
+# Built once: a statement built per call costs as much again as running it.
+_MARK_PROCESSED = (
+    insert(processed_message).on_conflict_do_nothing().returning(processed_message.c.message_id)
+)
+_LOAD = (
+    sa.select(saga).where(saga.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(saga.c.id)
+)
+_LOAD_FOR_UPDATE = _LOAD.with_for_update()
+_INSERT_SAGA = saga.insert()
+_LOAD_STEPS = (
+    sa.select(saga_step)
+    .where(saga_step.c.saga_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(saga_step.c.saga_id, saga_step.c.position)
+)
 _UPDATE_IF_VERSION = (
     saga.update()
     .where(saga.c.id == sa.bindparam("saga_id"), saga.c.version == sa.bindparam("loaded_version"))

@@ -21,6 +21,17 @@ log = structlog.get_logger(__name__)
 RELAY_LOCK_ID = 0x5A6A_0001
 
 
+_UNPUBLISHED = (
+    sa.select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.value)
+    .where(outbox.c.published_at.is_(None))
+    .order_by(outbox.c.id)
+    .limit(sa.bindparam("limit"))
+)
+_MARK_PUBLISHED = (
+    outbox.update()
+    .where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .values(published_at=sa.func.now())
+)
 NOTIFY_CHANNEL = "saga_outbox"  # see migration 0008: every outbox INSERT notifies it
 
 
@@ -89,16 +100,7 @@ class OutboxRelay:
             locked = await conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(RELAY_LOCK_ID)))
             if not locked:
                 return 0
-            rows = (
-                await conn.execute(
-                    sa.select(
-                        outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.value
-                    )
-                    .where(outbox.c.published_at.is_(None))
-                    .order_by(outbox.c.id)
-                    .limit(self._batch_size)
-                )
-            ).all()
+            rows = (await conn.execute(_UNPUBLISHED, {"limit": self._batch_size})).all()
             if not rows:
                 return 0
             await self._publisher.publish(
@@ -109,11 +111,7 @@ class OutboxRelay:
                     for r in rows
                 ]
             )
-            await conn.execute(
-                outbox.update()
-                .where(outbox.c.id.in_([r.id for r in rows]))
-                .values(published_at=sa.func.now())
-            )
+            await conn.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows]})
         metrics.RELAYED.inc(len(rows))
         log.debug("outbox_relayed", count=len(rows))
         return len(rows)
