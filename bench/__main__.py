@@ -87,6 +87,8 @@ class Bench:
         prefix = namespace + "."
         offsets_before = await probes.end_offsets(self.kafka, prefix)
         commits_before = probes.commits(self.system.admin_url, self.system.db_name)
+        metrics_url = f"http://127.0.0.1:{self.system.worker_metrics_port}/metrics"
+        batches_before = probes.batch_sizes(metrics_url)
         with probes.sampling(self.pids(processes)) as sampler:
             result = await run()
         usage = sampler.usage
@@ -101,6 +103,10 @@ class Bench:
         cpu = _grouped({**usage.cpu_s, **result.own_cpu_s}, sum)
         rss = _grouped({**usage.peak_rss, **result.own_peak_rss}, sum)
         summary = Summary.of(result, commits, sum(per_topic.values()), hop_ms, cpu, rss)
+        for kind, (total, count) in probes.batch_sizes(metrics_url).items():
+            total_before, count_before = batches_before.get(kind, (0.0, 0.0))
+            if count > count_before:
+                summary.mean_batch[kind] = (total - total_before) / (count - count_before)
         print(f"  {summary.name}: {summary.throughput:.1f} sagas/s, p50 {summary.p50_ms:.1f} ms,"
               f" p99 {summary.p99_ms:.1f} ms, {summary.errors} errors", flush=True)  # fmt: skip
         return summary, result, usage
@@ -116,9 +122,7 @@ class Bench:
         ) as load:
             await load.closed_loop("warm-up", 8, min(3.0, o.duration))
             for level in o.levels:
-                profiling = (
-                    self._profile(processes, o.duration) if o.profile and level == 64 else []
-                )
+                profiling = self._profile(processes, o.duration) if o.profile == level else []
                 summary, _, _ = await self.measure(
                     processes,
                     self.system.namespace,

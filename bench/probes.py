@@ -189,3 +189,21 @@ async def read_range(
     finally:
         await consumer.stop()
     return records
+
+
+def batch_sizes(metrics_url: str) -> dict[str, tuple[float, float]]:
+    """(sum, count) of the worker's batch-size histograms: replies and outbox rounds."""
+    import re
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return {}
+    found: dict[str, list[float]] = {}
+    pattern = r"^saga_(consumed|outbox_relay)_batch_size_(sum|count)(\{[^}]*\})? (\S+)$"
+    for name, part, _labels, value in re.findall(pattern, text, re.MULTILINE):
+        key = "replies" if name == "consumed" else "outbox"
+        found.setdefault(key, [0.0, 0.0])[0 if part == "sum" else 1] += float(value)
+    return {k: (v[0], v[1]) for k, v in found.items()}

@@ -37,6 +37,7 @@ class Summary:
     hops_ms: dict[str, float] = field(default_factory=dict)
     cpu_ms_per_saga: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
+    mean_batch: dict[str, float] = field(default_factory=dict)  # the worker's
 
     @classmethod
     def of(
@@ -114,11 +115,12 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
 def tables(runs: list[Summary]) -> str:
     main = _table(
         ["run", "load", "sagas", "sagas/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors",
-         "commits/saga", "msgs/saga"],
+         "commits/saga", "msgs/saga", "replies/batch", "rows/relay"],
         [
             [r.name, r.load, str(r.sagas), f"{r.throughput:.1f}", f"{r.p50_ms:.1f}",
              f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.max_ms:.1f}", str(r.errors),
-             f"{r.commits_per_saga:.2f}", f"{r.messages_per_saga:.2f}"]
+             f"{r.commits_per_saga:.2f}", f"{r.messages_per_saga:.2f}",
+             f"{r.mean_batch.get('replies', 0):.1f}", f"{r.mean_batch.get('outbox', 0):.1f}"]
             for r in runs
         ],
     )  # fmt: skip

@@ -69,7 +69,7 @@ def run_api(settings: Settings, port: int | None = None) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    engine = create_engine(settings.database_url, settings.db_pool_size)
+    engine = create_engine(settings.database_url, settings.db_pool_size, pre_ping=False)
     service = build_service(settings, engine)
     asyncio.run(create_topics(settings))
     publisher = Publisher(settings.kafka_bootstrap_servers, "saga-orchestrator")

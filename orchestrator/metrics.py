@@ -33,6 +33,11 @@ DEAD_LETTERS = Counter(
     "saga_dead_letters_total", "Messages sent to a dead-letter topic", ["topic"]
 )
 RELAYED = Counter("saga_outbox_relayed_total", "Outbox rows published to Kafka")
+RELAY_BATCH_SIZE = Histogram(
+    "saga_outbox_relay_batch_size",
+    "Outbox rows published per relay round",
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
 BATCH_SIZE = Histogram(
     "saga_consumed_batch_size",
     "Records applied together in one transaction",

@@ -15,7 +15,7 @@ from participants.kit.participant import CommandProcessor
 def run_worker(settings: Settings, name: str) -> None:
     participant = registry.participant(name, settings)
     asyncio.run(topics.ensure_topics(settings, [name]))
-    engine = create_engine(settings.database_url, 4)
+    engine = create_engine(settings.database_url, 4, pre_ping=False)
     publisher = Publisher(settings.kafka_bootstrap_servers, f"saga-participant-{name}")
     processor = CommandProcessor(participant, engine, publisher, settings.topic("replies"))
     app = faust_app.create_app(settings, f"{settings.topic_namespace}-participant-{name}")

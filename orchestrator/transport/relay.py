@@ -113,5 +113,6 @@ class OutboxRelay:
             )
             await conn.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows]})
         metrics.RELAYED.inc(len(rows))
+        metrics.RELAY_BATCH_SIZE.observe(len(rows))
         log.debug("outbox_relayed", count=len(rows))
         return len(rows)
