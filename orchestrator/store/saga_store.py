@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from psycopg.types.json import Jsonb
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -124,18 +125,14 @@ class SqlSagaStore:
         """Store each saga if its version is still the one loaded, else raise a conflict."""
         result = await self._conn.execute(
             _UPDATE_IF_VERSION,
-            [
-                {
-                    "saga_id": c.id,
-                    "loaded_version": c.version,
-                    "status": c.status.value,
-                    "context": c.context,
-                    "updated_at": now,
-                    "version": c.version + 1,
-                    "wake_at": c.wake_at,
-                }
-                for c in changed
-            ],
+            {
+                "ids": [c.id for c in changed],
+                "versions": [c.version for c in changed],
+                "statuses": [c.status.value for c in changed],
+                "contexts": [Jsonb(c.context) for c in changed],
+                "wake_ats": [c.wake_at for c in changed],
+                "now": now,
+            },
         )
         if result.rowcount != len(changed):
             raise ConcurrencyConflictError(
@@ -177,7 +174,7 @@ class SqlSagaStore:
             for e in timeline
         ]
         if entries:
-            await self._conn.execute(saga_timeline.insert(), entries)
+            await self._conn.execute(_INSERT_TIMELINE, entries)
         messages = [
             {
                 "topic": p.topic,
@@ -190,11 +187,13 @@ class SqlSagaStore:
             for p in publications
         ]
         if messages:
-            # executemany runs the rows in order: identities follow the order of decisions
-            await self._conn.execute(outbox.insert(), messages)
+            # one INSERT whose VALUES follow the order of decisions, and so do identities
+            await self._conn.execute(_INSERT_OUTBOX, messages)
 
 
-# Built once: a statement built per call costs as much again as running it.
+# Built once: a statement built per call costs as much again as running it. A RETURNING
+# makes SQLAlchemy send many rows as one multi-row INSERT ("insertmanyvalues") rather than
+# one statement per row.
 _MARK_PROCESSED = (
     insert(processed_message).on_conflict_do_nothing().returning(processed_message.c.message_id)
 )
@@ -203,21 +202,23 @@ _LOAD = (
 )
 _LOAD_FOR_UPDATE = _LOAD.with_for_update()
 _INSERT_SAGA = saga.insert()
+_INSERT_TIMELINE = saga_timeline.insert().returning(saga_timeline.c.id)
+_INSERT_OUTBOX = outbox.insert().returning(outbox.c.id)
 _LOAD_STEPS = (
     sa.select(saga_step)
     .where(saga_step.c.saga_id.in_(sa.bindparam("ids", expanding=True)))
     .order_by(saga_step.c.saga_id, saga_step.c.position)
 )
-_UPDATE_IF_VERSION = (
-    saga.update()
-    .where(saga.c.id == sa.bindparam("saga_id"), saga.c.version == sa.bindparam("loaded_version"))
-    .values(
-        status=sa.bindparam("status"),
-        context=sa.bindparam("context", type_=saga.c.context.type),
-        updated_at=sa.bindparam("updated_at"),
-        version=sa.bindparam("version"),
-        wake_at=sa.bindparam("wake_at"),
-    )
+# Every saga of a batch in one statement: arrays in, one row out per saga still at its version.
+_UPDATE_IF_VERSION = sa.text(
+    """
+    UPDATE saga SET status = v.status, context = v.context, updated_at = :now,
+                    version = saga.version + 1, wake_at = v.wake_at
+    FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS int[]), CAST(:statuses AS text[]),
+                CAST(:contexts AS jsonb[]), CAST(:wake_ats AS timestamptz[]))
+         AS v(id, version, status, context, wake_at)
+    WHERE saga.id = v.id AND saga.version = v.version
+    """
 )
 
 _STEP_MUTABLE = (
@@ -234,7 +235,7 @@ _step_upsert = insert(saga_step)
 _UPSERT_STEPS = _step_upsert.on_conflict_do_update(
     index_elements=[saga_step.c.saga_id, saga_step.c.name],
     set_={c: _step_upsert.excluded[c] for c in _STEP_MUTABLE},
-)
+).returning(saga_step.c.saga_id)
 
 
 def _step_row(saga_id: str, position: int, step: StepState, now: datetime) -> dict[str, Any]:

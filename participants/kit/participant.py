@@ -106,7 +106,7 @@ class CommandProcessor:
             .where(ledger.c.saga_id.in_(sa.bindparam("sagas", expanding=True)))
             .with_for_update()
         )
-        self._store_reply = inbox.insert()
+        self._store_reply = inbox.insert().returning(inbox.c.message_id)  # one multi-row INSERT
         upsert = insert(ledger)
         self._store_state = upsert.on_conflict_do_update(
             index_elements=[ledger.c.saga_id, ledger.c.step],
@@ -115,7 +115,7 @@ class CommandProcessor:
                 "data": upsert.excluded.data,
                 "updated_at": sa.func.now(),
             },
-        )
+        ).returning(ledger.c.saga_id)
 
     async def process(self, command: messages.Message) -> None:
         await self.process_many([command])
