@@ -3,11 +3,12 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: help install services browser migrate demo test unit faults lint format stop
+.PHONY: help install services browser migrate demo test unit faults bench lint format stop
 
 help:
 	@echo "make demo      install, start PostgreSQL + Kafka + the services, run two orders"
 	@echo "make test      install, start PostgreSQL + Kafka, lint, run every test"
+	@echo "make bench     the benchmark against its floor (bench/results/latest.json, latency.png)"
 	@echo "make services  start PostgreSQL and Kafka only (writes .env)"
 	@echo "make stop      stop the services, PostgreSQL and Kafka"
 
@@ -51,6 +52,15 @@ test: install services browser lint
 SIZE ?= 1000
 faults: install services  ## the fault-injection suite at a chosen size: make faults SIZE=5000
 	$(BIN)/python -m tests.faults.chaos --sagas $(SIZE)
+
+# make bench LEVELS=1,64 DURATION=30 RATE=50 COMPENSATE=0.2 SOAK=600
+LEVELS ?= 1,8,64,256
+DURATION ?= 20
+COMPENSATE ?= 0.2
+SOAK ?= 0
+bench: install services
+	$(BIN)/python -m bench --levels $(LEVELS) --duration $(DURATION) --compensate $(COMPENSATE) \
+		--soak $(SOAK) $(if $(RATE),--rate $(RATE))
 
 stop:
 	-@[ -x $(BIN)/python ] && $(BIN)/python deploy/local/processes.py stop

@@ -43,7 +43,13 @@ def _options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     parser.add_argument("--levels", default="1,8,64,256", help="sagas in flight, closed loops")
     parser.add_argument("--duration", type=float, default=20, help="seconds per run")
-    parser.add_argument("--rate", type=float, default=150, help="open loop: sagas per second")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: sagas per second (default: 70%% of the best closed-loop throughput; "
+        "0: no open loop)",
+    )
     parser.add_argument("--compensate", type=float, default=0.2, help="share compensated")
     parser.add_argument("--soak", type=float, default=0, help="seconds at 64 in flight")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor program")
@@ -54,7 +60,12 @@ def _options() -> argparse.Namespace:
         help="py-spy profiles of the api, worker and participants at this closed loop",
     )
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--smoke", action="store_true", help="a few seconds of everything: does it all run?"
+    )
     options = parser.parse_args()
+    if options.smoke:
+        options.levels, options.duration, options.rate = "1,8", 2.0, 5.0
     options.levels = [int(level) for level in options.levels.split(",") if level]
     return options
 
@@ -123,19 +134,22 @@ class Bench:
             await load.closed_loop("warm-up", 8, min(3.0, o.duration))
             for level in o.levels:
                 profiling = self._profile(processes, o.duration) if o.profile == level else []
-                summary, _, _ = await self.measure(
-                    processes,
-                    self.system.namespace,
-                    lambda level=level: load.closed_loop(f"closed {level}", level, o.duration),
-                )
+
+                def closed(level: int = level) -> Awaitable[RunResult]:
+                    return load.closed_loop(f"closed {level}", level, o.duration)
+
+                summary, _, _ = await self.measure(processes, self.system.namespace, closed)
                 for profiler in profiling:
                     profiler.wait()
                 runs.append(summary)
-            if o.rate:
+            rate = o.rate
+            if rate is None:
+                rate = round(0.7 * max((r.throughput for r in runs), default=10.0))
+            if rate:
                 summary, _, _ = await self.measure(
                     processes,
                     self.system.namespace,
-                    lambda: load.open_loop(f"open {o.rate:g}/s", o.rate, o.duration),
+                    lambda: load.open_loop(f"open {rate:g}/s", rate, o.duration),
                 )
                 runs.append(summary)
             if o.compensate:
@@ -300,7 +314,8 @@ def _result_of(path: Path, name: str, level: int) -> RunResult:
 
     data = json.loads(path.read_text())
     result = RunResult(name, level, None, data["duration_s"])
-    result.window = tuple(data["window"])  # type: ignore[assignment]
+    start, end = data["window"]
+    result.window = (start, end)
     result.final_seen_at = data["final_seen_at"]
     result.outcomes = [Outcome(**o) for o in data["outcomes"]]
     result.own_cpu_s = {"coordinator": data["cpu_s"]}
@@ -332,8 +347,12 @@ def main() -> None:
     floor: list[Summary] = []
     try:
         system.start_all(participants=list(floor_program.STEPS))  # the order saga's
-        for sku in SKUS:
-            system.restock(sku, 1_000_000_000)
+        with system.sql() as conn:  # stock enough for any run
+            conn.cursor().executemany(
+                "INSERT INTO inventory.stock (sku, quantity) VALUES (%s, %s) "
+                "ON CONFLICT (sku) DO UPDATE SET quantity = EXCLUDED.quantity",
+                [(sku, 2_000_000_000) for sku in SKUS],
+            )
         runs, soak = asyncio.run(bench.orchestrator_runs())
         system.stop_all()
         if not options.no_floor:

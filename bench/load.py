@@ -116,7 +116,8 @@ class Load:
         self._session = aiohttp.ClientSession(
             base_url=self._api_url,
             headers={"Authorization": f"Bearer {self._token}"},
-            connector=aiohttp.TCPConnector(limit=1024),
+            # below the server's keep-alive (uvicorn: 5 s): never reuse a connection it closes
+            connector=aiohttp.TCPConnector(limit=1024, keepalive_timeout=2),
             timeout=aiohttp.ClientTimeout(total=30),
         )
         self._consumer = AIOKafkaConsumer(

@@ -36,7 +36,7 @@ def server_pids() -> dict[str, int]:
 def _cpu_s(process: psutil.Process, with_children: bool) -> float:
     """CPU seconds of a process and, for a server, of all its children, living and exited."""
     times = process.cpu_times()
-    total = times.user + times.system
+    total: float = times.user + times.system
     if not with_children:
         return total
     total += times.children_user + times.children_system

@@ -38,17 +38,18 @@ def make_participant(settings: Settings) -> Participant:
             return refused("amount_over_limit", f"{amount} is above the limit of {limit}")
         charge_id = str(uuid.uuid4())
         await conn.execute(
-            charge.insert().values(
-                id=charge_id,
-                saga_id=command.saga_id,
-                order_id=p["orderId"],
-                customer_id=p["customerId"],
-                amount=amount,
-                currency=p["currency"],
-                card_last4=p["card"][-4:],
-                statement_descriptor=p["statementDescriptor"],
-                status="captured",
-            )
+            charge.insert(),  # values as parameters: one compiled statement for every charge
+            {
+                "id": charge_id,
+                "saga_id": command.saga_id,
+                "order_id": p["orderId"],
+                "customer_id": p["customerId"],
+                "amount": amount,
+                "currency": p["currency"],
+                "card_last4": p["card"][-4:],
+                "statement_descriptor": p["statementDescriptor"],
+                "status": "captured",
+            },
         )
         return succeeded(chargeId=charge_id)
 

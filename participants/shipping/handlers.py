@@ -28,16 +28,17 @@ async def create(conn: AsyncConnection, command: messages.Message) -> Result:
         )
     shipment_id = str(uuid.uuid4())
     await conn.execute(
-        shipment.insert().values(
-            id=shipment_id,
-            saga_id=command.saga_id,
-            order_id=command.payload["orderId"],
-            country=address["country"],
-            city=address["city"],
-            line1=address["line1"],
-            postal_code=address["postalCode"],
-            status="created",
-        )
+        shipment.insert(),  # values as parameters: one compiled statement for every shipment
+        {
+            "id": shipment_id,
+            "saga_id": command.saga_id,
+            "order_id": command.payload["orderId"],
+            "country": address["country"],
+            "city": address["city"],
+            "line1": address["line1"],
+            "postal_code": address["postalCode"],
+            "status": "created",
+        },
     )
     return succeeded(shipmentId=shipment_id)
 
