@@ -89,6 +89,7 @@ def run_worker(settings: Settings) -> None:
 
     async def apply_replies(records: list[consumer.Consumed]) -> None:
         await consumer.apply_batch(records, service.handle_replies, apply_reply)
+        relay.wake()  # the next commands are committed: no need to wait for the NOTIFY
 
     faust_app.consume(app, settings.topic("replies"), apply_replies)
 

@@ -10,6 +10,7 @@ from datetime import datetime
 from orchestrator.ports import DuplicateIdempotencyKeyError, Idempotency, Publication
 from orchestrator.saga.errors import ConcurrencyConflictError
 from orchestrator.saga.saga import Saga, TimelineEntry
+from orchestrator.transport.producer import Record
 
 
 class FakeStore:
@@ -105,3 +106,13 @@ class FakeDatabase:
         self.keys.update(store.keys)
         self.timeline += store.timeline
         self.outbox += store.outbox
+
+
+class CollectingPublisher:
+    """Keeps what it is asked to publish, in order, instead of sending it to Kafka."""
+
+    def __init__(self) -> None:
+        self.records: list[Record] = []
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        self.records += records

@@ -57,6 +57,10 @@ class OutboxRelay:
         self._poll_interval_s = poll_interval_s
         self._wake = asyncio.Event()
 
+    def wake(self) -> None:
+        """Relay now: this process just committed outbox rows."""
+        self._wake.set()
+
     async def run(self) -> None:
         listener = asyncio.create_task(self._listen())
         backoff = 0.05

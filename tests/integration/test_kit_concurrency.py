@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -14,17 +13,9 @@ from orchestrator.saga import messages
 from orchestrator.store import migrate
 from orchestrator.store.unit_of_work import create_engine
 from orchestrator.transport import codec
-from orchestrator.transport.producer import Record
 from participants.inventory.handlers import PARTICIPANT, restock
 from participants.kit.participant import CommandProcessor
-
-
-class CollectingPublisher:
-    def __init__(self) -> None:
-        self.records: list[Record] = []
-
-    async def publish(self, records: Sequence[Record]) -> None:
-        self.records += records
+from tests.fakes import CollectingPublisher
 
 
 async def test_concurrent_attempts_of_one_step_reserve_once(empty_database: str) -> None:
