@@ -16,13 +16,21 @@ from orchestrator.ports import DuplicateIdempotencyKeyError, Idempotency, Public
 from orchestrator.saga.errors import ConcurrencyConflictError
 from orchestrator.saga.machine import SagaStatus, StepStatus
 from orchestrator.saga.saga import Saga, StepState, TimelineEntry
-from orchestrator.store.tables import outbox, processed_message, saga, saga_step, saga_timeline
+from orchestrator.store.tables import processed_message, saga, saga_step
 from orchestrator.transport import codec
 
 
 class SqlSagaStore:
+    """Reads go to the database at once; writes are collected and sent by `flush` (the unit
+    of work calls it before committing) as one statement, whatever the number of sagas."""
+
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
+        self._updated: list[dict[str, Any]] = []
+        self._now: datetime | None = None
+        self._steps: list[dict[str, Any]] = []
+        self._timeline: list[dict[str, Any]] = []
+        self._outbox: list[dict[str, Any]] = []
 
     async def mark_processed(self, message_id: str, saga_id: str) -> bool:
         return bool(await self.mark_processed_many([(message_id, saga_id)]))
@@ -78,10 +86,7 @@ class SqlSagaStore:
             if "uq_saga_idempotency_key" in str(exc.orig):
                 raise DuplicateIdempotencyKeyError(idempotency) from exc
             raise
-        await self._conn.execute(
-            saga_step.insert(),
-            [_step_row(new.id, i, s, now) for i, s in enumerate(new.steps.values())],
-        )
+        self._steps += [_step_row(new.id, i, s, now) for i, s in enumerate(new.steps.values())]
         new.version = 1
 
     async def find_by_idempotency_key(self, key: str) -> tuple[Saga, str] | None:
@@ -122,29 +127,21 @@ class SqlSagaStore:
         await self.update_many([changed], now)
 
     async def update_many(self, changed: Sequence[Saga], now: datetime) -> None:
-        """Store each saga if its version is still the one loaded, else raise a conflict."""
-        result = await self._conn.execute(
-            _UPDATE_IF_VERSION,
-            {
-                "ids": [c.id for c in changed],
-                "versions": [c.version for c in changed],
-                "statuses": [c.status.value for c in changed],
-                "contexts": [Jsonb(c.context) for c in changed],
-                "wake_ats": [c.wake_at for c in changed],
-                "now": now,
-            },
-        )
-        if result.rowcount != len(changed):
-            raise ConcurrencyConflictError(
-                f"{len(changed) - result.rowcount} of sagas {[c.id for c in changed]} "
-                "changed since they were loaded"
-            )
+        """Store each saga if its version is still the one loaded; `flush` raises a conflict
+        otherwise."""
         for c in changed:
+            self._updated.append(
+                {
+                    "id": c.id,
+                    "version": c.version,
+                    "status": c.status.value,
+                    "context": Jsonb(c.context),
+                    "wake_at": c.wake_at,
+                }
+            )
             c.version += 1
-        rows = [
-            _step_row(c.id, i, s, now) for c in changed for i, s in enumerate(c.steps.values())
-        ]
-        await self._conn.execute(_UPSERT_STEPS, rows)
+            self._steps += [_step_row(c.id, i, s, now) for i, s in enumerate(c.steps.values())]
+        self._now = now
 
     async def append(
         self,
@@ -161,34 +158,49 @@ class SqlSagaStore:
         now: datetime,
     ) -> None:
         """Timeline entries and outbox messages, in the order given."""
-        entries = [
-            {
-                "saga_id": saga_id,
-                "at": now,
-                "kind": e.kind,
-                "step": e.step,
-                "detail": dict(e.detail),
-                "message_id": e.message_id,
-            }
-            for saga_id, timeline, _ in appended
-            for e in timeline
-        ]
-        if entries:
-            await self._conn.execute(_INSERT_TIMELINE, entries)
-        messages = [
-            {
-                "topic": p.topic,
-                "key": p.message.saga_id,
-                "headers": {k: v.decode() for k, v in codec.headers(p.message)},
-                "value": codec.encode(p.message),
-                "created_at": now,
-            }
-            for _, _, publications in appended
-            for p in publications
-        ]
-        if messages:
-            # one INSERT whose VALUES follow the order of decisions, and so do identities
-            await self._conn.execute(_INSERT_OUTBOX, messages)
+        for saga_id, timeline, publications in appended:
+            self._timeline += [
+                {
+                    "saga_id": saga_id,
+                    "at": now,
+                    "kind": e.kind,
+                    "step": e.step,
+                    "detail": Jsonb(dict(e.detail)),
+                    "message_id": e.message_id,
+                }
+                for e in timeline
+            ]
+            self._outbox += [
+                {
+                    "topic": p.topic,
+                    "key": p.message.saga_id,
+                    "headers": Jsonb({k: v.decode() for k, v in codec.headers(p.message)}),
+                    "value": codec.encode(p.message),
+                    "created_at": now,
+                }
+                for p in publications
+            ]
+
+    async def flush(self) -> None:
+        """Write what the transaction collected in one statement: the saga updates (each at
+        the version it was loaded at), their steps, timeline entries and outbox messages."""
+        if not (self._updated or self._steps or self._timeline or self._outbox):
+            return
+        updated = self._updated
+        params: dict[str, Any] = {
+            "now": self._now,
+            **_columns(updated, _UPDATED_COLUMNS, "saga_"),
+            **_columns(self._steps, _STEP_COLUMNS, "step_"),
+            **_columns(self._timeline, _TIMELINE_COLUMNS, "timeline_"),
+            **_columns(self._outbox, _OUTBOX_COLUMNS, "outbox_"),
+        }
+        self._updated, self._steps, self._timeline, self._outbox = [], [], [], []
+        stored = await self._conn.scalar(_WRITE, params)
+        if stored != len(updated):
+            raise ConcurrencyConflictError(
+                f"{len(updated) - (stored or 0)} of sagas {[u['id'] for u in updated]} "
+                "changed since they were loaded"
+            )
 
 
 # Built once: a statement built per call costs as much again as running it. A RETURNING
@@ -202,25 +214,11 @@ _LOAD = (
 )
 _LOAD_FOR_UPDATE = _LOAD.with_for_update()
 _INSERT_SAGA = saga.insert()
-_INSERT_TIMELINE = saga_timeline.insert().returning(saga_timeline.c.id)
-_INSERT_OUTBOX = outbox.insert().returning(outbox.c.id)
 _LOAD_STEPS = (
     sa.select(saga_step)
     .where(saga_step.c.saga_id.in_(sa.bindparam("ids", expanding=True)))
     .order_by(saga_step.c.saga_id, saga_step.c.position)
 )
-# Every saga of a batch in one statement: arrays in, one row out per saga still at its version.
-_UPDATE_IF_VERSION = sa.text(
-    """
-    UPDATE saga SET status = v.status, context = v.context, updated_at = :now,
-                    version = saga.version + 1, wake_at = v.wake_at
-    FROM unnest(CAST(:ids AS uuid[]), CAST(:versions AS int[]), CAST(:statuses AS text[]),
-                CAST(:contexts AS jsonb[]), CAST(:wake_ats AS timestamptz[]))
-         AS v(id, version, status, context, wake_at)
-    WHERE saga.id = v.id AND saga.version = v.version
-    """
-)
-
 _STEP_MUTABLE = (
     "status",
     "attempt",
@@ -231,11 +229,85 @@ _STEP_MUTABLE = (
     "error",
     "updated_at",
 )
-_step_upsert = insert(saga_step)
-_UPSERT_STEPS = _step_upsert.on_conflict_do_update(
-    index_elements=[saga_step.c.saga_id, saga_step.c.name],
-    set_={c: _step_upsert.excluded[c] for c in _STEP_MUTABLE},
-).returning(saga_step.c.saga_id)
+_UPDATED_COLUMNS = {
+    "id": "uuid",
+    "version": "int",
+    "status": "text",
+    "context": "jsonb",
+    "wake_at": "timestamptz",
+}
+_STEP_COLUMNS = {
+    "saga_id": "uuid",
+    "name": "text",
+    "position": "int",
+    "status": "text",
+    "attempt": "int",
+    "compensation_attempt": "int",
+    "deadline": "timestamptz",
+    "next_attempt_at": "timestamptz",
+    "result": "jsonb",
+    "error": "jsonb",
+    "updated_at": "timestamptz",
+}
+_TIMELINE_COLUMNS = {
+    "saga_id": "uuid",
+    "at": "timestamptz",
+    "kind": "text",
+    "step": "text",
+    "detail": "jsonb",
+    "message_id": "uuid",
+}
+_OUTBOX_COLUMNS = {
+    "topic": "text",
+    "key": "text",
+    "headers": "jsonb",
+    "value": "bytea",
+    "created_at": "timestamptz",
+}
+
+
+def _unnest_insert(table: str, columns: dict[str, str], prefix: str) -> str:
+    """INSERT of rows given as one array per column, in the order of the arrays."""
+    names = ", ".join(columns)
+    return (
+        f"INSERT INTO {table} ({names}) SELECT {names} "
+        f"FROM unnest({_arrays(columns, prefix)}) WITH ORDINALITY AS u({names}, n) ORDER BY n"
+    )
+
+
+def _arrays(columns: dict[str, str], prefix: str) -> str:
+    return ", ".join(f"CAST(:{prefix}{c} AS {t}[])" for c, t in columns.items())
+
+
+def _columns(
+    rows: Sequence[dict[str, Any]], columns: dict[str, str], prefix: str
+) -> dict[str, list[Any]]:
+    return {f"{prefix}{c}": [r[c] for r in rows] for c in columns}
+
+
+# Every write of a transaction in one statement, parameters as arrays: one round trip and
+# one compiled statement, for one saga or five hundred. Outbox identities follow the order
+# of the arrays, which is the order of the decisions.
+_WRITE = sa.text(
+    f"""
+    WITH updated AS (
+        UPDATE saga SET status = v.status, context = v.context, updated_at = :now,
+                        version = saga.version + 1, wake_at = v.wake_at
+        FROM unnest({_arrays(_UPDATED_COLUMNS, "saga_")}) AS v({", ".join(_UPDATED_COLUMNS)})
+        WHERE saga.id = v.id AND saga.version = v.version
+        RETURNING saga.id
+    ), steps AS (
+        {_unnest_insert("saga_step", _STEP_COLUMNS, "step_")}
+        ON CONFLICT (saga_id, name) DO UPDATE SET
+            {", ".join(f"{c} = EXCLUDED.{c}" for c in _STEP_MUTABLE)}
+    ), timeline AS (
+        {_unnest_insert("saga_timeline", _TIMELINE_COLUMNS, "timeline_")}
+    ), messages AS (
+        {_unnest_insert("outbox", _OUTBOX_COLUMNS, "outbox_")}
+    )
+    SELECT count(*) FROM updated
+    """
+)
 
 
 def _step_row(saga_id: str, position: int, step: StepState, now: datetime) -> dict[str, Any]:
@@ -248,8 +320,8 @@ def _step_row(saga_id: str, position: int, step: StepState, now: datetime) -> di
         "compensation_attempt": step.compensation_attempt,
         "deadline": step.deadline,
         "next_attempt_at": step.next_attempt_at,
-        "result": step.result,
-        "error": step.error,
+        "result": Jsonb(step.result),
+        "error": Jsonb(step.error),
         "updated_at": now,
     }
 

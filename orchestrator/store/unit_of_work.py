@@ -25,4 +25,6 @@ class SqlUnitOfWork:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlSagaStore]:
         async with self._engine.begin() as conn:
-            yield SqlSagaStore(conn)
+            store = SqlSagaStore(conn)
+            yield store
+            await store.flush()
