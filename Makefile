@@ -53,11 +53,11 @@ SIZE ?= 1000
 faults: install services  ## the fault-injection suite at a chosen size: make faults SIZE=5000
 	$(BIN)/python -m tests.faults.chaos --sagas $(SIZE)
 
-# make bench LEVELS=1,64 DURATION=30 RATE=50 COMPENSATE=0.2 SOAK=600
+# make bench LEVELS=1,64 DURATION=30 RATE=50 COMPENSATE=0.2 SOAK=0 (SOAK: seconds at 64 in flight)
 LEVELS ?= 1,8,64,256
 DURATION ?= 20
 COMPENSATE ?= 0.2
-SOAK ?= 0
+SOAK ?= 600
 bench: install services
 	$(BIN)/python -m bench --levels $(LEVELS) --duration $(DURATION) --compensate $(COMPENSATE) \
 		--soak $(SOAK) $(if $(RATE),--rate $(RATE))

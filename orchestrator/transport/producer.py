@@ -6,7 +6,26 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import structlog
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    UnknownProducerId,
+)
+
+log = structlog.get_logger(__name__)
+
+# Errors after which an idempotent producer can send nothing more: only a new one can.
+PRODUCER_STATE_LOST = (
+    OutOfOrderSequenceNumber,
+    UnknownProducerId,
+    InvalidProducerEpoch,
+    InvalidProducerIdMapping,
+    ProducerFenced,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,13 +69,26 @@ class Publisher:
             await producer.stop()
 
     async def publish(self, records: Sequence[Record]) -> None:
-        """Send records in order and return when the broker acknowledged every one of them."""
+        """Send records in order and return when the broker acknowledged every one of them.
+
+        A broker that lost track of this producer's sequence numbers (after a restart, say)
+        refuses everything it sends from then on. The producer is then replaced by a new one,
+        with a new producer id, and the error raised: the caller sends the records again.
+        """
         producer = self._producer or await self.start()
         pending = []
-        for r in records:
-            pending.append(
-                await producer.send(
-                    r.topic, value=r.value, key=r.key.encode(), headers=list(r.headers)
+        try:
+            for r in records:
+                pending.append(
+                    await producer.send(
+                        r.topic, value=r.value, key=r.key.encode(), headers=list(r.headers)
+                    )
                 )
-            )
-        await asyncio.gather(*pending)
+            await asyncio.gather(*pending)
+        except PRODUCER_STATE_LOST as exc:
+            log.warning("producer_replaced", client_id=self._config["client_id"], error=repr(exc))
+            await asyncio.gather(*pending, return_exceptions=True)
+            if self._producer is producer:
+                self._producer = None
+            await producer.stop()  # a second stop, by a concurrent publish, does nothing
+            raise
