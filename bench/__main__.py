@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -23,7 +24,7 @@ from typing import Any
 
 from bench import floor as floor_program
 from bench import hops, probes, report
-from bench.load import SKUS, Load, RunResult
+from bench.load import SKUS, Load, Outcome, RunResult
 from bench.report import Summary
 from orchestrator.settings import load_settings
 from tests.e2e.system import OPERATOR_TOKEN, System
@@ -308,10 +309,6 @@ def _round(value: float | None, digits: int = 1) -> float | None:
 
 
 def _result_of(path: Path, name: str, level: int) -> RunResult:
-    import json
-
-    from bench.load import Outcome
-
     data = json.loads(path.read_text())
     result = RunResult(name, level, None, data["duration_s"])
     start, end = data["window"]

@@ -21,6 +21,7 @@ import random
 import resource
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -82,6 +83,15 @@ async def consumer_of(kafka: str, topic_name: str, group: str) -> AIOKafkaConsum
     return consumer
 
 
+async def batches(consumer: AIOKafkaConsumer) -> AsyncIterator[list[dict[str, Any]]]:
+    """What each fetch returned, decoded: the unit of one transaction."""
+    while True:
+        fetched = await consumer.getmany(timeout_ms=1000)
+        decoded = [json.loads(r.value) for records in fetched.values() for r in records]
+        if decoded:
+            yield decoded
+
+
 async def participant(args: argparse.Namespace) -> None:
     publisher = Publisher(args.kafka, f"floor-{args.name}")
     await publisher.start()
@@ -89,11 +99,7 @@ async def participant(args: argparse.Namespace) -> None:
         args.kafka, topic(args.namespace, args.name), f"{args.namespace}-{args.name}"
     )
     async with await psycopg.AsyncConnection.connect(args.dsn) as conn:
-        while True:
-            batch = await consumer.getmany(timeout_ms=1000)
-            commands = [json.loads(r.value) for rs in batch.values() for r in rs]
-            if not commands:
-                continue
+        async for commands in batches(consumer):
             replies = []
             async with conn.transaction(), conn.cursor() as cur:
                 for command in commands:
@@ -201,11 +207,7 @@ class Coordinator:
     async def handle_replies(
         self, consumer: AIOKafkaConsumer, conn: psycopg.AsyncConnection
     ) -> None:
-        while True:
-            batch = await consumer.getmany(timeout_ms=1000)
-            replies = [json.loads(r.value) for rs in batch.values() for r in rs]
-            if not replies:
-                continue
+        async for replies in batches(consumer):
             outgoing = []
             async with conn.transaction(), conn.cursor() as cur:
                 await cur.executemany(
