@@ -112,8 +112,8 @@ class Bench:
         if with_hops:
             records = await probes.read_range(self.kafka, offsets_before, offsets_after)
             hop_ms = hops.per_hop_ms(result, records)
-        cpu = _grouped({**usage.cpu_s, **result.own_cpu_s}, sum)
-        rss = _grouped({**usage.peak_rss, **result.own_peak_rss}, sum)
+        cpu = _summed_by_group({**usage.cpu_s, **result.own_cpu_s})
+        rss = _summed_by_group({**usage.peak_rss, **result.own_peak_rss})
         summary = Summary.of(result, commits, sum(per_topic.values()), hop_ms, cpu, rss)
         for kind, (total, count) in probes.batch_sizes(metrics_url).items():
             total_before, count_before = batches_before.get(kind, (0.0, 0.0))
@@ -232,13 +232,13 @@ class Bench:
                                 stderr=subprocess.STDOUT)  # fmt: skip
 
 
-def _grouped(values: dict[str, Any], combine: Callable[[list[Any]], Any]) -> dict[str, Any]:
-    """Participants (and the floor's) are summed into one column."""
-    groups: dict[str, list[Any]] = {}
+def _summed_by_group(values: dict[str, Any]) -> dict[str, Any]:
+    """The participants (the orchestrator's or the floor's) add up to one column."""
+    groups: dict[str, Any] = {}
     for name, value in values.items():
         group = name if name in report.PROCESS_ORDER else "participants"
-        groups.setdefault(group, []).append(value)
-    return {k: combine(v) for k, v in groups.items()}
+        groups[group] = groups.get(group, 0) + value
+    return groups
 
 
 def _memory_growth(series: list[tuple[float, int]], duration: float) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -112,6 +113,22 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _breakdown(
+    title: str,
+    columns: Sequence[str],
+    runs: list[Summary],
+    values: Callable[[Summary], dict[str, float]],
+    digits: int,
+    total: bool = True,
+) -> str:
+    """One row per run, one column per hop or process, and their total."""
+    rows = []
+    for r in runs:
+        row = [r.name, *(f"{values(r).get(c, 0):.{digits}f}" for c in columns)]
+        rows.append([*row, f"{sum(values(r).values()):.{digits}f}"] if total else row)
+    return _table([title, *columns, *(["total"] if total else [])], rows)
+
+
 def tables(runs: list[Summary]) -> str:
     main = _table(
         ["run", "load", "sagas", "sagas/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors",
@@ -124,27 +141,12 @@ def tables(runs: list[Summary]) -> str:
             for r in runs
         ],
     )  # fmt: skip
-    with_hops = [r for r in runs if any(r.hops_ms.values())]
-    hops = _table(
-        ["run (mean ms per saga)", *HOPS, "sum"],
-        [
-            [r.name, *(f"{r.hops_ms.get(h, 0):.1f}" for h in HOPS),
-             f"{sum(r.hops_ms.values()):.1f}"]
-            for r in with_hops
-        ],
-    )  # fmt: skip
     processes = [p for p in PROCESS_ORDER if any(p in r.cpu_ms_per_saga for r in runs)]
-    cpu = _table(
-        ["run (CPU ms per saga)", *processes, "total"],
-        [
-            [r.name, *(f"{r.cpu_ms_per_saga.get(p, 0):.2f}" for p in processes),
-             f"{sum(r.cpu_ms_per_saga.values()):.2f}"]
-            for r in runs
-        ],
-    )  # fmt: skip
-    rss = _table(
-        ["run (peak RSS MiB)", *processes],
-        [[r.name, *(f"{r.peak_rss_mb.get(p, 0):.0f}" for p in processes)] for r in runs],
+    with_hops = [r for r in runs if any(r.hops_ms.values())]
+    hops = _breakdown("run (mean ms per saga)", HOPS, with_hops, lambda r: r.hops_ms, 1)
+    cpu = _breakdown("run (CPU ms per saga)", processes, runs, lambda r: r.cpu_ms_per_saga, 2)
+    rss = _breakdown(
+        "run (peak RSS MiB)", processes, runs, lambda r: r.peak_rss_mb, 0, total=False
     )
     return "\n\n".join([main, hops, cpu, rss])
 

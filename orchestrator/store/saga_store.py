@@ -27,7 +27,6 @@ class SqlSagaStore:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
         self._updated: list[dict[str, Any]] = []
-        self._now: datetime | None = None
         self._steps: list[dict[str, Any]] = []
         self._timeline: list[dict[str, Any]] = []
         self._outbox: list[dict[str, Any]] = []
@@ -137,11 +136,11 @@ class SqlSagaStore:
                     "status": c.status.value,
                     "context": Jsonb(c.context),
                     "wake_at": c.wake_at,
+                    "updated_at": now,
                 }
             )
             c.version += 1
             self._steps += [_step_row(c.id, i, s, now) for i, s in enumerate(c.steps.values())]
-        self._now = now
 
     async def append(
         self,
@@ -188,7 +187,6 @@ class SqlSagaStore:
             return
         updated = self._updated
         params: dict[str, Any] = {
-            "now": self._now,
             **_columns(updated, _UPDATED_COLUMNS, "saga_"),
             **_columns(self._steps, _STEP_COLUMNS, "step_"),
             **_columns(self._timeline, _TIMELINE_COLUMNS, "timeline_"),
@@ -235,6 +233,7 @@ _UPDATED_COLUMNS = {
     "status": "text",
     "context": "jsonb",
     "wake_at": "timestamptz",
+    "updated_at": "timestamptz",
 }
 _STEP_COLUMNS = {
     "saga_id": "uuid",
@@ -291,7 +290,7 @@ def _columns(
 _WRITE = sa.text(
     f"""
     WITH updated AS (
-        UPDATE saga SET status = v.status, context = v.context, updated_at = :now,
+        UPDATE saga SET status = v.status, context = v.context, updated_at = v.updated_at,
                         version = saga.version + 1, wake_at = v.wake_at
         FROM unnest({_arrays(_UPDATED_COLUMNS, "saga_")}) AS v({", ".join(_UPDATED_COLUMNS)})
         WHERE saga.id = v.id AND saga.version = v.version
