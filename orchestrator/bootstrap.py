@@ -17,7 +17,7 @@ from orchestrator.service import SagaService
 from orchestrator.settings import Settings
 from orchestrator.store import migrate
 from orchestrator.store.queries import SqlSagaReader
-from orchestrator.store.unit_of_work import SqlUnitOfWork, create_engine
+from orchestrator.store.unit_of_work import SqlUnitOfWork, engine_for
 from orchestrator.transport import consumer, faust_app, topics
 from orchestrator.transport.producer import Publisher
 from orchestrator.transport.relay import OutboxRelay
@@ -35,7 +35,12 @@ def build_registry(settings: Settings) -> DefinitionRegistry:
 
 
 def build_service(settings: Settings, engine: Any) -> SagaService:
-    return SagaService(SqlUnitOfWork(engine), build_registry(settings), settings.topic)
+    return SagaService(
+        SqlUnitOfWork(engine),
+        build_registry(settings),
+        settings.topic,
+        max_input_bytes=settings.max_input_bytes,
+    )
 
 
 async def create_topics(settings: Settings) -> list[str]:
@@ -46,7 +51,7 @@ def run_api(settings: Settings, port: int | None = None) -> None:
     authenticator = Authenticator(settings)
     if authenticator.insecure:
         log.warning("api_insecure", detail="SAGA_INSECURE_DEV is set: no authentication")
-    engine = create_engine(settings.database_url, settings.db_pool_size)
+    engine = engine_for(settings, settings.db_pool_size)
 
     async def schema_at_head() -> None:
         await migrate.check_at_head(engine)
@@ -69,12 +74,16 @@ def run_api(settings: Settings, port: int | None = None) -> None:
 
 
 def run_worker(settings: Settings) -> None:
-    engine = create_engine(settings.database_url, settings.db_pool_size, pre_ping=False)
+    engine = engine_for(settings, settings.db_pool_size, pre_ping=False)
     service = build_service(settings, engine)
     asyncio.run(create_topics(settings))
     publisher = Publisher(settings.kafka_bootstrap_servers, "saga-orchestrator")
     relay = OutboxRelay(
-        engine, publisher, settings.relay_batch_size, settings.relay_poll_interval_s
+        engine,
+        publisher,
+        settings.relay_batch_size,
+        settings.relay_poll_interval_s,
+        lease_s=settings.relay_lease_s,
     )
     app = faust_app.create_app(
         settings, f"{settings.topic_namespace}-orchestrator", settings.worker_metrics_port

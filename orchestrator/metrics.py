@@ -32,6 +32,17 @@ TIMEOUTS = Counter("saga_step_timeouts_total", "Deadlines that passed", ["type",
 DEAD_LETTERS = Counter(
     "saga_dead_letters_total", "Messages sent to a dead-letter topic", ["topic"]
 )
+SAGAS_PARKED = Counter(
+    "saga_parked_total", "Sagas parked for an operator because they could not be decided"
+)
+OUTBOX_PARKED = Counter(
+    "saga_outbox_parked_total", "Outbox rows parked because the broker refused them for good"
+)
+DEAD_LETTER_FAILURES = Counter(
+    "saga_dead_letter_failures_total",
+    "Messages that could be neither applied nor dead-lettered (see the logs)",
+    ["topic"],
+)
 RELAYED = Counter("saga_outbox_relayed_total", "Outbox rows published to Kafka")
 RELAY_BATCH_SIZE = Histogram(
     "saga_outbox_relay_batch_size",

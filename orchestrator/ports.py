@@ -39,7 +39,11 @@ class SagaStore(Protocol):
     async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
         """Record (message id, saga id) pairs as applied; return the ids not recorded before."""
 
-    async def claim_due(self, now: datetime, limit: int) -> list[str]:
+    async def now(self) -> datetime:
+        """The time of this transaction, by the store's one clock: every process that
+        decides a saga and every timer compare times on the same clock."""
+
+    async def claim_due(self, limit: int) -> list[str]:
         """Lock and return sagas whose wake time has come, skipping those locked elsewhere."""
 
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None: ...
@@ -75,7 +79,3 @@ class SagaStore(Protocol):
 
 class UnitOfWork(Protocol):
     def transaction(self) -> AbstractAsyncContextManager[SagaStore]: ...
-
-
-class Clock(Protocol):
-    def now(self) -> datetime: ...

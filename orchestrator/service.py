@@ -7,14 +7,14 @@ import hashlib
 import json
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import structlog
 
 from orchestrator import metrics
+from orchestrator.faults import printable
 from orchestrator.ports import (
-    Clock,
     DuplicateIdempotencyKeyError,
     Idempotency,
     Publication,
@@ -27,16 +27,12 @@ from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.definition import DefinitionRegistry, SagaDefinition
 from orchestrator.saga.errors import (
     IdempotencyConflictError,
+    InputTooLargeError,
     SagaNotFoundError,
     UnknownMessageTypeError,
 )
 
 log = structlog.get_logger(__name__)
-
-
-class SystemClock:
-    def now(self) -> datetime:
-        return datetime.now(UTC)
 
 
 class ReplyOutcome(enum.StrEnum):
@@ -50,12 +46,12 @@ class SagaService:
         uow: UnitOfWork,
         registry: DefinitionRegistry,
         topic_of: Callable[[str], str],
-        clock: Clock | None = None,
+        max_input_bytes: int = 262_144,
     ) -> None:
         self._uow = uow
         self._registry = registry
         self._topic_of = topic_of
-        self._clock = clock or SystemClock()
+        self._max_input_bytes = max_input_bytes
 
     async def start_saga(
         self,
@@ -69,6 +65,12 @@ class SagaService:
         started (and False) and a different request with that key is refused."""
         definition = self._registry.get(saga_type, version)
         saga_input = definition.validate_input(raw_input)
+        size = len(json.dumps(saga_input, separators=(",", ":"), default=str))
+        if size > self._max_input_bytes:
+            raise InputTooLargeError(
+                f"the input is {size} bytes as JSON; at most {self._max_input_bytes} are taken, "
+                "so that every command built from it fits the broker's message size"
+            )
         idempotency = None
         if idempotency_key is not None:
             idempotency = Idempotency(
@@ -77,11 +79,11 @@ class SagaService:
             existing = await self._started_with(idempotency)
             if existing is not None:
                 return existing, False
-        now = self._clock.now()
         trace_id = trace_id or uuid.uuid4().hex
-        decision = core.start(definition, messages.new_id(), saga_input, now, trace_id)
         try:
             async with self._uow.transaction() as store:
+                now = await store.now()
+                decision = core.start(definition, messages.new_id(), saga_input, now, trace_id)
                 await store.insert(decision.saga, now, idempotency)
                 await self._record(store, decision, now)
             metrics.observe(definition, None, decision)
@@ -110,11 +112,11 @@ class SagaService:
         self, saga_id: str, action: str, actor: str, reason: str, step: str | None = None
     ) -> core.Saga:
         """Apply an operator action under the saga's row lock: one writer per saga."""
-        now = self._clock.now()
         async with self._uow.transaction() as store:
             saga = await store.load(saga_id, for_update=True)
             if saga is None:
                 raise SagaNotFoundError(f"no saga has id {saga_id}")
+            now = await store.now()
             definition = self._registry.get(saga.type, saga.definition_version)
             if action == "abort":
                 decision = operations.abort(saga, definition, now, actor, reason)
@@ -142,7 +144,6 @@ class SagaService:
         """
         if not replies:
             return []
-        now = self._clock.now()
         observed = []
         recorded: dict[str, tuple[list[core.TimelineEntry], list[Publication]]] = {}
         outcomes = []
@@ -150,6 +151,7 @@ class SagaService:
             fresh = await store.mark_processed_many([(r.message_id, r.saga_id) for r in replies])
             wanted = [r.saga_id for r in replies if r.message_id in fresh]
             sagas = await store.load_many(wanted, for_update=True) if wanted else {}
+            now = await store.now()
             for reply in replies:
                 if reply.message_id not in fresh:
                     log.info("duplicate_reply_ignored", message_id=reply.message_id)
@@ -184,44 +186,62 @@ class SagaService:
         return outcomes
 
     async def fire_timers(self, limit: int = 100) -> int:
-        """Fire the deadlines and retries that are due, for up to `limit` sagas at once.
+        """Fire the deadlines and retries that are due, by the database's clock, for up to
+        `limit` sagas at once.
 
         Any number of workers may call this together: each saga is claimed by one of them.
+        A saga that cannot be decided (its definition is missing here, a payload builder
+        raised) is parked with the reason, for an operator; the others fire all the same.
         """
-        now = self._clock.now()
         decisions = []
         async with self._uow.transaction() as store:
-            due = await store.claim_due(now, limit)
-            for saga_id in due:
-                saga = await store.load(saga_id, for_update=True)
-                assert saga is not None, "claimed under lock"
-                definition = self._registry.get(saga.type, saga.definition_version)
-                decision = core.handle_timers(saga, definition, now)
+            due = await store.claim_due(limit)
+            sagas = await store.load_many(due, for_update=True) if due else {}
+            now = await store.now()
+            for saga in sagas.values():
+                try:
+                    definition = self._registry.get(saga.type, saga.definition_version)
+                    decision = core.handle_timers(saga, definition, now)
+                except Exception as exc:  # anything a user's definition may raise
+                    await self._park(store, saga, f"timers could not be decided: {exc!r}", now)
+                    continue
                 await store.update(decision.saga, now)
                 await self._record(store, decision, now)
                 decisions.append((definition, saga, decision))
                 for entry in decision.timeline:
-                    log.info(entry.kind, saga_id=saga_id, step=entry.step)
+                    log.info(entry.kind, saga_id=saga.id, step=entry.step)
         for observed in decisions:
             metrics.observe(*observed)
         return len(due)
+
+    async def _park(self, store: SagaStore, saga: core.Saga, reason: str, now: datetime) -> None:
+        reason = printable(reason)
+        parked, entry = core.park(saga, reason)
+        await store.update(parked, now)
+        await store.append(saga.id, [entry], [], now)
+        metrics.SAGAS_PARKED.inc()
+        log.error("saga_parked", saga_id=saga.id, saga_type=saga.type, reason=reason)
 
     async def record_dead_letter(
         self, message: messages.Message, reason: str, origin: Mapping[str, Any]
     ) -> None:
         """Put a dead-lettered message on its saga's timeline, when the saga exists: one bad
-        message parks one saga, visibly."""
-        now = self._clock.now()
+        message parks one saga, visibly. What the message says is stored only in a form the
+        database takes (no NUL, bounded)."""
         async with self._uow.transaction() as store:
             if await store.load(message.saga_id, for_update=False) is None:
                 return
             entry = core.TimelineEntry(
                 "message_dead_lettered",
-                message.step or None,
-                {"type": message.message_type, "reason": reason, **origin},
+                printable(message.step, 200) or None,
+                {
+                    "type": printable(message.message_type, 200),
+                    "reason": printable(reason),
+                    **origin,
+                },
                 message.message_id,
             )
-            await store.append(message.saga_id, [entry], [], now)
+            await store.append(message.saga_id, [entry], [], await store.now())
 
     def definition(self, saga_type: str, version: int) -> SagaDefinition:
         return self._registry.get(saga_type, version)

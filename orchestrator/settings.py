@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     relay_poll_interval_s: float = pydantic.Field(
         default=1.0, gt=0, le=60, description="how often the relay looks without a NOTIFY"
     )
+    relay_lease_s: float = pydantic.Field(
+        default=5.0, ge=1, le=300, description="how long a silent relay keeps the outbox"
+    )
     worker_metrics_port: int = pydantic.Field(
         default=9464,
         ge=0,
@@ -55,7 +58,24 @@ class Settings(BaseSettings):
     insecure_dev: bool = pydantic.Field(
         default=False, description="serve the api without tokens (development only)"
     )
+    db_lock_timeout_ms: int = pydantic.Field(
+        default=5_000, ge=0, description="longest wait for a row lock (0: no limit)"
+    )
+    db_statement_timeout_ms: int = pydantic.Field(
+        default=30_000, ge=0, description="longest statement (0: no limit)"
+    )
+    db_idle_in_transaction_timeout_ms: int = pydantic.Field(
+        default=60_000,
+        ge=0,
+        description="a session idle inside a transaction this long is ended (0: no limit)",
+    )
     max_body_bytes: int = pydantic.Field(default=1_048_576, ge=1024)
+    max_input_bytes: int = pydantic.Field(
+        default=262_144,
+        ge=1024,
+        le=900_000,
+        description="largest saga input, as JSON: its commands must fit the broker's 1 MiB",
+    )
     payment_limit: str = pydantic.Field(default="10000.00", pattern=r"^[0-9]+(\.[0-9]{1,2})?$")
 
     @pydantic.field_validator("database_url")

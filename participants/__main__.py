@@ -43,10 +43,10 @@ def main(argv: list[str] | None = None) -> None:
 
 
 async def _restock(settings: Settings, sku: str, quantity: int) -> None:
-    from orchestrator.store.unit_of_work import create_engine
+    from orchestrator.store.unit_of_work import engine_for
     from participants.inventory.handlers import restock
 
-    engine = create_engine(settings.database_url, 1)
+    engine = engine_for(settings, 1)
     try:
         async with engine.begin() as conn:
             await restock(conn, sku, quantity)

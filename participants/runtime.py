@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from orchestrator.settings import Settings
-from orchestrator.store.unit_of_work import create_engine
+from orchestrator.store.unit_of_work import engine_for
 from orchestrator.transport import consumer, faust_app, topics
 from orchestrator.transport.producer import Publisher
 from participants import registry
@@ -15,7 +15,7 @@ from participants.kit.participant import CommandProcessor
 def run_worker(settings: Settings, name: str) -> None:
     participant = registry.participant(name, settings)
     asyncio.run(topics.ensure_topics(settings, [name]))
-    engine = create_engine(settings.database_url, 4, pre_ping=False)
+    engine = engine_for(settings, 4, pre_ping=False)
     publisher = Publisher(settings.kafka_bootstrap_servers, f"saga-participant-{name}")
     processor = CommandProcessor(participant, engine, publisher, settings.topic("replies"))
     app = faust_app.create_app(settings, f"{settings.topic_namespace}-participant-{name}")

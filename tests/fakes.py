@@ -6,11 +6,16 @@ import copy
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from typing import Protocol
 
 from orchestrator.ports import DuplicateIdempotencyKeyError, Idempotency, Publication
 from orchestrator.saga.errors import ConcurrencyConflictError
 from orchestrator.saga.saga import Saga, TimelineEntry
 from orchestrator.transport.producer import Record
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
 
 
 class FakeStore:
@@ -33,7 +38,11 @@ class FakeStore:
     async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
         return {m for m, s in messages if await self.mark_processed(m, s)}
 
-    async def claim_due(self, now: datetime, limit: int) -> list[str]:
+    async def now(self) -> datetime:
+        return self._db.clock.now()
+
+    async def claim_due(self, limit: int) -> list[str]:
+        now = self._db.clock.now()
         due = sorted(
             (s.wake_at, s.id) for s in self.sagas.values() if s.wake_at and s.wake_at <= now
         )
@@ -90,7 +99,8 @@ class FakeStore:
 
 
 class FakeDatabase:
-    def __init__(self) -> None:
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
         self.sagas: dict[str, Saga] = {}
         self.processed: set[str] = set()
         self.keys: dict[str, tuple[str, str]] = {}
@@ -116,3 +126,7 @@ class CollectingPublisher:
 
     async def publish(self, records: Sequence[Record]) -> None:
         self.records += records
+
+    async def publish_each(self, records: Sequence[Record]) -> list[BaseException | None]:
+        await self.publish(records)
+        return [None] * len(records)

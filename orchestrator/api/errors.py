@@ -18,6 +18,7 @@ STATUS_OF: dict[type[errors.OrchestratorError], tuple[int, str]] = {
     errors.SagaNotFoundError: (404, "saga_not_found"),
     errors.UnknownSagaTypeError: (422, "unknown_saga_type"),
     errors.InvalidSagaInputError: (422, "invalid_input"),
+    errors.InputTooLargeError: (413, "input_too_large"),
     errors.InvalidTransitionError: (409, "invalid_transition"),
     errors.ConcurrencyConflictError: (409, "conflict"),
     errors.OperatorActionRefusedError: (409, "action_refused"),

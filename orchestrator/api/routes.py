@@ -32,6 +32,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
         403: "the token's role does not allow this",
         404: "no saga has this id",
         409: "the saga's state does not allow this, or the idempotency key was used before",
+        413: "the body, or the saga input, is larger than allowed",
         422: "the request is not valid",
     }.items()
 }
@@ -66,7 +67,7 @@ Reader = Annotated[SqlSagaReader, Depends(reader)]
     response_model=schemas.SagaStarted,
     responses={
         200: {"model": schemas.SagaStarted, "description": "started before with this key"},
-        **_responses(401, 403, 409, 422),
+        **_responses(401, 403, 409, 413, 422),
     },
     summary="Start a saga",
 )
@@ -110,6 +111,9 @@ async def list_sagas(
     stuck_for: Annotated[
         str | None, Query(description="non-final and unchanged for this long: 30s, 10m, 2h")
     ] = None,
+    parked: Annotated[
+        bool | None, Query(description="true: only sagas parked for an operator; false: none")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> schemas.SagaPage:
@@ -118,7 +122,7 @@ async def list_sagas(
         cutoff = datetime.now(UTC) - parse_duration(stuck_for)
         updated_before = min(filter(None, (updated_before, cutoff)))
         statuses = statuses or NON_FINAL
-    where = SagaFilter(statuses, saga_type, created_after, created_before, updated_before)
+    where = SagaFilter(statuses, saga_type, created_after, created_before, updated_before, parked)
     items, next_cursor = await sagas.list_sagas(where, limit, cursor)
     return schemas.SagaPage.model_validate({"items": items, "next_cursor": next_cursor})
 

@@ -69,6 +69,10 @@ class SagaSummary(pydantic.BaseModel):
     created_at: datetime
     updated_at: datetime
     version: int
+    parked_reason: str | None = pydantic.Field(
+        default=None, description="why the saga waits for an operator (retry resumes it)"
+    )
+    parked_at: datetime | None = None
 
 
 class SagaDetail(SagaSummary):
@@ -100,6 +104,8 @@ class Stats(pydantic.BaseModel):
     oldest_running: OldestRunning | None
     outbox_backlog: int
     outbox_oldest_unpublished_at: datetime | None
+    parked: int = pydantic.Field(description="sagas parked for an operator")
+    outbox_parked: int = pydantic.Field(description="outbox rows the broker refused for good")
 
 
 class OperatorAction(pydantic.BaseModel):

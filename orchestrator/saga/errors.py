@@ -31,6 +31,10 @@ class InvalidSagaInputError(OrchestratorError):
         self.problems = list(problems)
 
 
+class InputTooLargeError(OrchestratorError):
+    """The saga input is larger than its messages may be."""
+
+
 class InvalidDefinitionError(OrchestratorError):
     """The saga definition is not valid."""
 

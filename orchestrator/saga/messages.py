@@ -40,6 +40,9 @@ class Message:
     payload: Mapping[str, Any]
     version: int = ENVELOPE_VERSION
     trace_id: str = ""  # W3C trace id (32 hex digits) that follows the saga; "" when unknown
+    # A command's: after it the orchestrator no longer waits for it, and a participant must
+    # not apply it (a newer attempt or the compensation has taken its place).
+    deadline: datetime | None = None
 
     @property
     def correlation_id(self) -> str:
@@ -77,6 +80,7 @@ def command(
     now: datetime,
     causation_id: str | None,
     trace_id: str = "",
+    deadline: datetime | None = None,
 ) -> Message:
     return Message(
         message_id=new_id(),
@@ -91,6 +95,7 @@ def command(
         source="orchestrator",
         payload=dict(payload),
         trace_id=trace_id,
+        deadline=deadline,
     )
 
 
@@ -119,6 +124,7 @@ def reply_to(
         source=source,
         payload=payload,
         version=ENVELOPE_VERSION,
+        deadline=None,
     )
 
 

@@ -40,6 +40,7 @@ def abort(
             "the saga passed its pivot step: it can only move forward (retry it instead)"
         )
     decision.note("operator_abort", None, actor=actor, reason=reason)
+    decision.saga.parked = None
     if status is SagaStatus.FAILED:
         _resume_compensation(decision)
         return decision
@@ -52,21 +53,29 @@ def abort(
 def retry(
     saga: Saga, definition: SagaDefinition, now: datetime, actor: str, reason: str
 ) -> Decision:
-    """Resume a failed saga with a fresh retry budget for what it was stuck on."""
+    """Resume a failed saga with a fresh retry budget for what it was stuck on, or a parked
+    one's timers (after its definition was deployed, say)."""
     decision = Decision(copy.deepcopy(saga), definition, now)
     status = decision.saga.status
-    if status in FINAL:
+    if decision.saga.parked:
+        decision.note("operator_retry", None, actor=actor, reason=reason)
+        decision.note("saga_unparked", None, was=decision.saga.parked)
+        decision.saga.parked = None
+        if status is not SagaStatus.FAILED:
+            return decision
+    elif status in FINAL:
         raise OperatorActionRefusedError(f"the saga is already {status.value}")
-    if status is not SagaStatus.FAILED:
+    elif status is not SagaStatus.FAILED:
         return decision  # resumed already: nothing new
-    decision.note("operator_retry", None, actor=actor, reason=reason)
+    else:
+        decision.note("operator_retry", None, actor=actor, reason=reason)
     if _stuck_compensation(decision.saga) is not None:
         _resume_compensation(decision)
         return decision
     for state in decision.saga.steps.values():
         if state.status in (StepStatus.FAILED, StepStatus.TIMED_OUT):
             state.move("redo")
-            state.attempt = 0
+            state.retry_base = state.attempt  # a fresh budget; the numbers go on
             state.deadline = state.next_attempt_at = None
     decision.saga.move("resume")
     advance(decision, None)
@@ -112,5 +121,5 @@ def _resume_compensation(decision: Decision) -> None:
         compensate_next(decision, None)
         return
     state = saga.steps[stuck]
-    state.compensation_attempt = 0  # a fresh budget
+    state.compensation_base = state.compensation_attempt  # a fresh budget
     dispatch_compensation(decision, decision.definition.step(stuck), state, None)

@@ -39,6 +39,10 @@ class StepState:
     status: StepStatus = StepStatus.PENDING
     attempt: int = 0
     compensation_attempt: int = 0
+    # Attempt numbers only grow, so that a reply to an attempt before an operator's retry is
+    # recognised as stale; the retry budget counts from these.
+    retry_base: int = 0
+    compensation_base: int = 0
     deadline: datetime | None = None
     next_attempt_at: datetime | None = None
     result: dict[str, Any] | None = None
@@ -46,6 +50,14 @@ class StepState:
 
     def move(self, event: str) -> None:
         self.status = StepStatus(transition(StepMachine, self.status, event))
+
+    @property
+    def attempts_spent(self) -> int:
+        return self.attempt - self.retry_base
+
+    @property
+    def compensations_spent(self) -> int:
+        return self.compensation_attempt - self.compensation_base
 
 
 @dataclasses.dataclass(slots=True)
@@ -60,6 +72,7 @@ class Saga:
     version: int = 0
     started_at: datetime | None = None
     trace_id: str = ""
+    parked: str | None = None  # why the saga waits for an operator; its timers are stopped
 
     def move(self, event: str) -> None:
         self.status = SagaStatus(transition(SagaMachine, self.status, event))
@@ -67,7 +80,7 @@ class Saga:
     @property
     def wake_at(self) -> datetime | None:
         """When the clock next matters to this saga: a deadline or a retry time."""
-        if self.status not in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
+        if self.status not in (SagaStatus.RUNNING, SagaStatus.COMPENSATING) or self.parked:
             return None
         times = [t for s in self.steps.values() for t in (s.deadline, s.next_attempt_at) if t]
         return min(times, default=None)
@@ -134,9 +147,20 @@ def start(
     )
     decision = Decision(saga, definition, now)
     decision.note("saga_started", version=definition.version)
-    decision.emit("saga.started", None, input=saga.input)
+    # Events say what happened, not what the saga holds: an input near the size limit would
+    # make the event larger than the broker takes (GET /sagas/{id} has the input).
+    decision.emit("saga.started", None, version=definition.version)
     advance(decision, None)
     return decision
+
+
+def park(saga: Saga, reason: str) -> tuple[Saga, TimelineEntry]:
+    """Stop the saga's timers until an operator retries it: it cannot be decided here (its
+    definition is missing, a payload builder raised) or a message of it cannot be sent.
+    Needs no definition, since a missing one is a reason to park."""
+    parked = copy.deepcopy(saga)
+    parked.parked = reason
+    return parked, TimelineEntry("saga_parked", None, {"reason": reason})
 
 
 def handle_reply(
@@ -196,7 +220,7 @@ def _on_action_reply(
         advance(decision, reply.message_id)
         return
     state.error = dict(reply.error)
-    if outcome is messages.Outcome.RETRYABLE and state.attempt < step.retry.max_attempts:
+    if outcome is messages.Outcome.RETRYABLE and state.attempts_spent < step.retry.max_attempts:
         state.move("wait_retry")
         _schedule_retry(decision, step, state)
         return
@@ -241,7 +265,7 @@ def _on_deadline(decision: Decision, step: Step, state: StepState) -> None:
     state.move("time_out")
     state.error = {"code": "timeout", "message": f"no reply within {step.timeout_s}s"}
     decision.note("step_timed_out", step.name, attempt=state.attempt)
-    if state.attempt < step.retry.max_attempts:
+    if state.attempts_spent < step.retry.max_attempts:
         state.move("wait_retry")
         _schedule_retry(decision, step, state)
         return
@@ -257,7 +281,7 @@ def _on_retry_time(decision: Decision, step: Step, state: StepState) -> None:
 
 
 def _schedule_retry(decision: Decision, step: Step, state: StepState) -> None:
-    delay = step.retry.backoff_s(state.attempt, f"{decision.saga.id}:{step.name}")
+    delay = step.retry.backoff_s(state.attempts_spent, f"{decision.saga.id}:{step.name}")
     state.next_attempt_at = decision.now + timedelta(seconds=delay)
     decision.note(
         "retry_scheduled",
@@ -335,8 +359,8 @@ def _compensation_failed(
 ) -> None:
     state.error = error
     policy = step.compensation_retry
-    if state.compensation_attempt < policy.max_attempts:
-        delay = policy.backoff_s(state.compensation_attempt, f"{decision.saga.id}:{step.name}:c")
+    if state.compensations_spent < policy.max_attempts:
+        delay = policy.backoff_s(state.compensations_spent, f"{decision.saga.id}:{step.name}:c")
         state.next_attempt_at = decision.now + timedelta(seconds=delay)
         decision.note(
             "compensation_retry_scheduled",
@@ -411,6 +435,7 @@ def _send(
         now=decision.now,
         causation_id=causation_id,
         trace_id=saga.trace_id,
+        deadline=saga.steps[step.name].deadline,
     )
     if command_type == step.command and step.command_version != 1:
         message = dataclasses.replace(message, version=step.command_version)

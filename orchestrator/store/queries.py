@@ -28,6 +28,7 @@ class SagaFilter:
     created_after: datetime | None = None
     created_before: datetime | None = None
     updated_before: datetime | None = None
+    parked: bool | None = None
 
 
 class SqlSagaReader:
@@ -74,6 +75,10 @@ class SqlSagaReader:
             query = query.where(saga.c.created_at < where.created_before)
         if where.updated_before:
             query = query.where(saga.c.updated_at < where.updated_before)
+        if where.parked is not None:
+            query = query.where(
+                saga.c.parked_at.is_not(None) if where.parked else saga.c.parked_at.is_(None)
+            )
         if cursor:
             created_at, saga_id = _decode_cursor(cursor)
             query = query.where(sa.tuple_(saga.c.created_at, saga.c.id) < (created_at, saga_id))
@@ -110,10 +115,16 @@ class SqlSagaReader:
             backlog = (
                 await conn.execute(
                     sa.select(sa.func.count(), sa.func.min(outbox.c.created_at)).where(
-                        outbox.c.published_at.is_(None)
+                        outbox.c.published_at.is_(None), outbox.c.parked_at.is_(None)
                     )
                 )
             ).one()
+            parked = await conn.scalar(
+                sa.select(sa.func.count()).where(saga.c.parked_at.is_not(None))
+            )
+            parked_rows = await conn.scalar(
+                sa.select(sa.func.count()).where(outbox.c.parked_at.is_not(None))
+            )
         by_status: dict[str, int] = {}
         by_type: dict[str, dict[str, int]] = {}
         for saga_type, status, n in counts:
@@ -127,6 +138,8 @@ class SqlSagaReader:
             else None,
             "outbox_backlog": backlog[0],
             "outbox_oldest_unpublished_at": backlog[1],
+            "parked": parked or 0,
+            "outbox_parked": parked_rows or 0,
         }
 
     async def ping(self) -> None:
@@ -167,6 +180,8 @@ def _summary(row: sa.RowMapping) -> dict[str, Any]:
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
         "version": row["version"],
+        "parked_reason": row["parked_reason"],
+        "parked_at": row["parked_at"],
     }
 
 

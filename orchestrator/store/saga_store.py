@@ -30,6 +30,7 @@ class SqlSagaStore:
         self._steps: list[dict[str, Any]] = []
         self._timeline: list[dict[str, Any]] = []
         self._outbox: list[dict[str, Any]] = []
+        self._now: datetime | None = None
 
     async def mark_processed(self, message_id: str, saga_id: str) -> bool:
         return bool(await self.mark_processed_many([(message_id, saga_id)]))
@@ -39,14 +40,17 @@ class SqlSagaStore:
         rows = [{"message_id": m, "saga_id": s} for m, s in messages]
         return {str(row.message_id) for row in await self._conn.execute(_MARK_PROCESSED, rows)}
 
-    async def claim_due(self, now: datetime, limit: int) -> list[str]:
-        rows = await self._conn.execute(
-            sa.select(saga.c.id)
-            .where(saga.c.wake_at <= now)
-            .order_by(saga.c.wake_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
+    async def now(self) -> datetime:
+        """The database's time for this transaction: one clock for every process."""
+        if self._now is None:
+            self._now = await self._conn.scalar(_NOW)
+            assert self._now is not None
+        return self._now
+
+    async def claim_due(self, limit: int) -> list[str]:
+        """Lock sagas whose wake time has come by the database's clock, skipping those locked
+        elsewhere and those parked for an operator (their wake time is cleared)."""
+        rows = await self._conn.execute(_CLAIM_DUE, {"limit": limit})
         return [str(r.id) for r in rows]
 
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None:
@@ -58,6 +62,7 @@ class SqlSagaStore:
         rows = (await self._conn.execute(query, {"ids": list(saga_ids)})).mappings().all()
         if not rows:
             return {}
+        self._now = rows[0]["db_now"]
         steps: dict[str, dict[str, StepState]] = {str(r["id"]): {} for r in rows}
         step_rows = await self._conn.execute(_LOAD_STEPS, {"ids": list(steps)})
         for s in step_rows.mappings():
@@ -74,6 +79,7 @@ class SqlSagaStore:
                 version=row["version"],
                 started_at=row["created_at"],
                 trace_id=row["trace_id"] or "",
+                parked=row["parked_reason"],
             )
             for row in rows
         }
@@ -136,6 +142,7 @@ class SqlSagaStore:
                     "status": c.status.value,
                     "context": Jsonb(c.context),
                     "wake_at": c.wake_at,
+                    "parked_reason": c.parked,
                     "updated_at": now,
                 }
             )
@@ -207,10 +214,20 @@ class SqlSagaStore:
 _MARK_PROCESSED = (
     insert(processed_message).on_conflict_do_nothing().returning(processed_message.c.message_id)
 )
-_LOAD = (
-    sa.select(saga).where(saga.c.id.in_(sa.bindparam("ids", expanding=True))).order_by(saga.c.id)
+_LOAD = (  # with the transaction's time, which saves a round trip for `now()`
+    sa.select(saga, sa.func.now().label("db_now"))
+    .where(saga.c.id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(saga.c.id)
 )
 _LOAD_FOR_UPDATE = _LOAD.with_for_update()
+_NOW = sa.select(sa.func.now())
+_CLAIM_DUE = (
+    sa.select(saga.c.id)
+    .where(saga.c.wake_at <= sa.func.now())
+    .order_by(saga.c.wake_at)
+    .limit(sa.bindparam("limit"))
+    .with_for_update(skip_locked=True)
+)
 _INSERT_SAGA = saga.insert()
 _LOAD_STEPS = (
     sa.select(saga_step)
@@ -221,6 +238,8 @@ _STEP_MUTABLE = (
     "status",
     "attempt",
     "compensation_attempt",
+    "retry_base",
+    "compensation_base",
     "deadline",
     "next_attempt_at",
     "result",
@@ -233,6 +252,7 @@ _UPDATED_COLUMNS = {
     "status": "text",
     "context": "jsonb",
     "wake_at": "timestamptz",
+    "parked_reason": "text",
     "updated_at": "timestamptz",
 }
 _STEP_COLUMNS = {
@@ -242,6 +262,8 @@ _STEP_COLUMNS = {
     "status": "text",
     "attempt": "int",
     "compensation_attempt": "int",
+    "retry_base": "int",
+    "compensation_base": "int",
     "deadline": "timestamptz",
     "next_attempt_at": "timestamptz",
     "result": "jsonb",
@@ -291,7 +313,10 @@ _WRITE = sa.text(
     f"""
     WITH updated AS (
         UPDATE saga SET status = v.status, context = v.context, updated_at = v.updated_at,
-                        version = saga.version + 1, wake_at = v.wake_at
+                        version = saga.version + 1, wake_at = v.wake_at,
+                        parked_reason = v.parked_reason,
+                        parked_at = CASE WHEN v.parked_reason IS NULL THEN NULL
+                                         ELSE coalesce(saga.parked_at, v.updated_at) END
         FROM unnest({_arrays(_UPDATED_COLUMNS, "saga_")}) AS v({", ".join(_UPDATED_COLUMNS)})
         WHERE saga.id = v.id AND saga.version = v.version
         RETURNING saga.id
@@ -317,6 +342,8 @@ def _step_row(saga_id: str, position: int, step: StepState, now: datetime) -> di
         "status": step.status.value,
         "attempt": step.attempt,
         "compensation_attempt": step.compensation_attempt,
+        "retry_base": step.retry_base,
+        "compensation_base": step.compensation_base,
         "deadline": step.deadline,
         "next_attempt_at": step.next_attempt_at,
         "result": Jsonb(step.result),
@@ -331,6 +358,8 @@ def _step_state(row: sa.RowMapping) -> StepState:
         status=StepStatus(row["status"]),
         attempt=row["attempt"],
         compensation_attempt=row["compensation_attempt"],
+        retry_base=row["retry_base"],
+        compensation_base=row["compensation_base"],
         deadline=row["deadline"],
         next_attempt_at=row["next_attempt_at"],
         result=row["result"],

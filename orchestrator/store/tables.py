@@ -33,6 +33,10 @@ saga = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("wake_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("trace_id", sa.String(32), nullable=True),
+    # Set when the saga needs an operator (it could not be decided, or a message of it could
+    # not be published); its timers stop until an operator retries it.
+    sa.Column("parked_reason", sa.Text, nullable=True),
+    sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint(
         "status IN ('running', 'compensating', 'completed', 'compensated', 'failed')",
         name="status_known",
@@ -42,6 +46,7 @@ saga = sa.Table(
     sa.Index(None, "status", "created_at", "id"),
     sa.Index(None, "type", "created_at", "id"),
     sa.Index("ix_saga_wake_at", "wake_at", postgresql_where=sa.text("wake_at IS NOT NULL")),
+    sa.Index("ix_saga_parked_at", "parked_at", postgresql_where=sa.text("parked_at IS NOT NULL")),
 )
 
 saga_step = sa.Table(
@@ -58,6 +63,9 @@ saga_step = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("compensation_attempt", sa.Integer, nullable=False),
+    # Attempts before these were spent before an operator's retry: the budget counts from here.
+    sa.Column("retry_base", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("compensation_base", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("deadline", sa.DateTime(timezone=True), nullable=True),
     sa.Column("next_attempt_at", sa.DateTime(timezone=True), nullable=True),
     sa.Column("result", pg.JSONB, nullable=True),
@@ -93,7 +101,26 @@ outbox = sa.Table(
     sa.Column("value", sa.LargeBinary, nullable=False),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
     sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
-    sa.Index("ix_outbox_unpublished", "id", postgresql_where=sa.text("published_at IS NULL")),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default=sa.text("0")),
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True),
+    sa.Index(
+        "ix_outbox_unpublished",
+        "id",
+        postgresql_where=sa.text("published_at IS NULL AND parked_at IS NULL"),
+    ),
+    sa.Index("ix_outbox_parked", "id", postgresql_where=sa.text("parked_at IS NOT NULL")),
+)
+
+# Who relays now: one row, taken by a conditional UPDATE and held by renewing it, so that
+# no lock or transaction stays open while the relay waits on the broker.
+outbox_relay_lease = sa.Table(
+    "outbox_relay_lease",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.CheckConstraint("id = 1", name="single_row"),
 )
 
 processed_message = sa.Table(

@@ -2,20 +2,59 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from orchestrator.settings import Settings
 from orchestrator.store.saga_store import SqlSagaStore
 
 
-def create_engine(url: str, pool_size: int = 10, pre_ping: bool = True) -> AsyncEngine:
+@dataclasses.dataclass(frozen=True, slots=True)
+class SessionTimeouts:
+    """Limits every session sets, so that a frozen or slow process cannot hold others up:
+    a row lock waited for longer than `lock_ms`, a statement running longer than
+    `statement_ms`, or a transaction left idle longer than `idle_in_transaction_ms` (its
+    locks are then released with its connection) ends with an error that the caller
+    retries (see faults.py)."""
+
+    lock_ms: int = 5_000
+    statement_ms: int = 30_000
+    idle_in_transaction_ms: int = 60_000
+
+    def options(self) -> str:
+        return (
+            f"-c lock_timeout={self.lock_ms} -c statement_timeout={self.statement_ms} "
+            f"-c idle_in_transaction_session_timeout={self.idle_in_transaction_ms}"
+        )
+
+
+def create_engine(
+    url: str,
+    pool_size: int = 10,
+    pre_ping: bool = True,
+    timeouts: SessionTimeouts = SessionTimeouts(),  # frozen: safe to share
+) -> AsyncEngine:
     """`pre_ping` tests a connection before each use, a round trip per transaction; the
     consumers go without, because they retry a transaction that met a dead connection."""
     return create_async_engine(
-        url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=pre_ping
+        url,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=pre_ping,
+        connect_args={"options": timeouts.options()},
     )
+
+
+def engine_for(settings: Settings, pool_size: int, pre_ping: bool = True) -> AsyncEngine:
+    timeouts = SessionTimeouts(
+        settings.db_lock_timeout_ms,
+        settings.db_statement_timeout_ms,
+        settings.db_idle_in_transaction_timeout_ms,
+    )
+    return create_engine(settings.database_url, pool_size, pre_ping, timeouts)
 
 
 class SqlUnitOfWork:

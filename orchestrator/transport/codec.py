@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from orchestrator.saga import messages
@@ -20,7 +21,7 @@ def to_dict(message: messages.Message) -> dict[str, Any]:
         "messageType": message.message_type,
         "version": message.version,
         "kind": message.kind.value,
-        "timestamp": message.timestamp.isoformat().replace("+00:00", "Z"),
+        "timestamp": _rfc3339(message.timestamp),
         "sagaId": message.saga_id,
         "sagaType": message.saga_type,
         "step": message.step,
@@ -30,7 +31,12 @@ def to_dict(message: messages.Message) -> dict[str, Any]:
         "source": message.source,
         "payload": dict(message.payload),
         **({"traceId": message.trace_id} if message.trace_id else {}),
+        **({"deadline": _rfc3339(message.deadline)} if message.deadline else {}),
     }
+
+
+def _rfc3339(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 def encode(message: messages.Message) -> bytes:
@@ -38,51 +44,101 @@ def encode(message: messages.Message) -> bytes:
 
 
 def decode(raw: bytes | None) -> messages.Message:
+    """The message in `raw`, with its ids in canonical form; UndecodableMessageError, and
+    nothing else, for anything that is not a well-formed envelope."""
     if raw is None:
         raise UndecodableMessageError("the message has no value")
     try:
-        data = json.loads(raw)
+        return _decode(raw)
+    except UndecodableMessageError:
+        raise
+    except RecursionError:
+        raise UndecodableMessageError("the message is nested too deeply") from None
+    except Exception as exc:  # whatever else hostile input can make a parser raise
+        raise UndecodableMessageError(f"the envelope is malformed: {exc!r}"[:500]) from None
+
+
+def _decode(raw: bytes) -> messages.Message:
+    try:
+        data = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UndecodableMessageError(f"the message is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise UndecodableMessageError("the message is not a JSON object")
+    if b"u0000" in raw and _NUL_ESCAPE.search(raw):
+        raise UndecodableMessageError("the message holds a NUL character (\\u0000)")
     missing = [field for field in _REQUIRED if field not in data]
     if missing:
         raise UndecodableMessageError(f"the envelope lacks {', '.join(missing)}")
-    if not isinstance(data["version"], int) or data["version"] < 1:
-        raise UndecodableMessageError(f"version {data['version']!r} is not a positive integer")
+    for field, least, words in (("version", 1, "a positive"), ("attempt", 0, "a non-negative")):
+        value = data.get(field, 0)
+        if not isinstance(value, int) or isinstance(value, bool) or not least <= value < 2**31:
+            raise UndecodableMessageError(f"{field} {value!r} is not {words} integer")
     try:
         message = messages.Message(
-            message_id=str(data["messageId"]),
+            message_id=_uuid("messageId", data["messageId"]),
             message_type=str(data["messageType"]),
-            version=int(data["version"]),
+            version=data["version"],
             kind=messages.Kind(data["kind"]),
-            timestamp=datetime.fromisoformat(str(data["timestamp"]).replace("Z", "+00:00")),
-            saga_id=str(data["sagaId"]),
+            timestamp=_timestamp("timestamp", data["timestamp"]),
+            saga_id=_uuid("sagaId", data["sagaId"]),
             saga_type=str(data.get("sagaType", "")),
             step=str(data.get("step", "")),
-            attempt=int(data.get("attempt", 0)),
-            causation_id=data.get("causationId"),
+            attempt=data.get("attempt", 0),
+            causation_id=(
+                None
+                if data.get("causationId") is None
+                else _uuid("causationId", data["causationId"])
+            ),
             source=str(data["source"]),
             payload=_object(data.get("payload", {})),
             trace_id=_trace_id(data.get("traceId")),
+            deadline=None
+            if data.get("deadline") is None
+            else _timestamp("deadline", data["deadline"]),
         )
     except (ValueError, TypeError) as exc:
         raise UndecodableMessageError(f"the envelope is malformed: {exc}") from None
-    for name, value in (("messageId", message.message_id), ("sagaId", message.saga_id)):
-        if not _is_uuid(value):
-            raise UndecodableMessageError(f"{name} {value!r} is not a UUID")
     if message.kind is messages.Kind.REPLY:
         _check_reply(message)
     return message
 
 
-def _is_uuid(value: str) -> bool:
+# A \u0000 escape that is not itself an escaped backslash followed by "u0000"
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise UndecodableMessageError(f"the number {text[:50]} is out of range")
+    return value
+
+
+def _no_constant(name: str) -> None:
+    raise UndecodableMessageError(f"{name} is not a JSON number")
+
+
+def _uuid(name: str, value: Any) -> str:
+    """The canonical form (lower case, hyphenated) of any spelling Python's UUID reads."""
+    if not isinstance(value, str):
+        raise UndecodableMessageError(f"{name} {value!r} is not a UUID")
     try:
-        uuid.UUID(value)
+        return str(uuid.UUID(value))
     except ValueError:
-        return False
-    return True
+        raise UndecodableMessageError(f"{name} {value[:100]!r} is not a UUID") from None
+
+
+def _timestamp(name: str, value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise UndecodableMessageError(f"{name} {value!r} is not an RFC 3339 timestamp")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise UndecodableMessageError(
+            f"{name} {value[:100]!r} is not an RFC 3339 timestamp"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _object(value: Any) -> dict[str, Any]:

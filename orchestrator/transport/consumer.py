@@ -1,37 +1,25 @@
-"""Applies one consumed message with retries for transient faults and dead letters for poison."""
+"""Applies consumed messages: transient faults are retried, anything else dead-lettered.
+
+Whatever a record holds, applying it ends: the agent never crashes on content, and its
+offset moves on once the record was applied or dead-lettered (see faults.py for the table
+that tells the two apart).
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TypeVar
 
 import structlog
-from aiokafka.errors import KafkaError
-from sqlalchemy import exc as sa_exc
 
 from orchestrator import metrics
+from orchestrator.faults import GaveUpError, describe, printable, retrying
 from orchestrator.saga import messages
-from orchestrator.saga.errors import (
-    ConcurrencyConflictError,
-    OrchestratorError,
-    UndecodableMessageError,
-)
+from orchestrator.saga.errors import OrchestratorError, UndecodableMessageError
 from orchestrator.transport import codec
 from orchestrator.transport.producer import Publisher, Record
 from orchestrator.transport.topics import DLQ_SUFFIX
 
 log = structlog.get_logger(__name__)
-
-TRANSIENT = (
-    sa_exc.OperationalError,
-    sa_exc.InterfaceError,
-    ConcurrencyConflictError,
-    KafkaError,
-    OSError,
-    TimeoutError,
-)
-T = TypeVar("T")
 
 
 class Consumed:
@@ -72,8 +60,7 @@ async def apply(
     try:
         message = codec.decode(record.value)
     except UndecodableMessageError as exc:
-        undecodable = exc.message
-        await _until_done(lambda: dead_letter(record, publisher, undecodable), max_backoff_s)
+        await dead_letter(record, publisher, exc.message, max_backoff_s)
         return
     structlog.contextvars.bind_contextvars(
         saga_id=message.saga_id,
@@ -82,13 +69,18 @@ async def apply(
         trace_id=message.trace_id or None,
     )
     try:
-        reason = await _until_done(lambda: _poison_reason(handle, message), max_backoff_s)
-        if reason is None:
+        try:
+            await retrying(lambda: handle(message), max_backoff_s=max_backoff_s)
             return
-        await _until_done(lambda: dead_letter(record, publisher, reason), max_backoff_s)
+        except GaveUpError as exc:
+            reason = _reason(exc.cause)
+        await dead_letter(record, publisher, reason, max_backoff_s)
         if on_dead_letter is not None:
             hook = on_dead_letter
-            await _until_done(lambda: hook(message, reason, record), max_backoff_s)
+            try:
+                await retrying(lambda: hook(message, reason, record), max_backoff_s=max_backoff_s)
+            except GaveUpError as exc:  # the letter is out; its note on the saga is not
+                log.error("dead_letter_hook_failed", error=describe(exc.cause))
     finally:
         structlog.contextvars.unbind_contextvars("saga_id", "step", "message_id", "trace_id")
 
@@ -108,56 +100,58 @@ async def apply_batch(
         batch = []
     if len(batch) > 1:
         try:
-            await _until_done(lambda: handle_many(batch), max_backoff_s)
+            await retrying(lambda: handle_many(batch), max_backoff_s=max_backoff_s)
             return
-        except Exception as exc:  # TRANSIENT never gets here: retried above
-            log.info("batch_applied_one_by_one", size=len(batch), error=repr(exc))
+        except GaveUpError as exc:
+            log.info("batch_applied_one_by_one", size=len(batch), error=describe(exc.cause))
     for record in records:
         await apply_one(record)
 
 
-async def _poison_reason(
-    handle: Callable[[messages.Message], Awaitable[object]], message: messages.Message
-) -> str | None:
-    """None when the message was applied; why not, when it never can be."""
-    try:
-        await handle(message)
-    except TRANSIENT:
-        raise
-    except OrchestratorError as exc:
-        return exc.message
-    except sa_exc.DBAPIError as exc:
-        if exc.connection_invalidated:
-            raise
-        log.exception("message_handler_failed")
-        return f"the database refused it: {exc.orig!r}"
-    except Exception as exc:
-        log.exception("message_handler_failed")
-        return f"handler failed: {exc!r}"
-    return None
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OrchestratorError):
+        return printable(exc.message)
+    log.error("message_handler_failed", error=describe(exc), exc_info=exc)
+    return f"handler failed: {describe(exc)}"
 
 
-async def _until_done(attempt: Callable[[], Awaitable[T]], max_backoff_s: float) -> T:
-    backoff = 0.05
-    while True:
-        try:
-            return await attempt()
-        except TRANSIENT as exc:
-            log.warning("transient_failure_retrying", error=repr(exc), retry_in_s=backoff)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, max_backoff_s)
+async def dead_letter(
+    record: Consumed, publisher: Publisher, reason: str, max_backoff_s: float = 5.0
+) -> None:
+    """Copy the record to its topic's dead-letter topic with why and where it came from.
 
-
-async def dead_letter(record: Consumed, publisher: Publisher, reason: str) -> None:
-    headers = [
-        *record.headers,
+    A copy the broker refuses (its value with our headers over the size limit, say) goes
+    without its value, and says so; the original stays on its topic until retention.
+    """
+    reason = printable(reason)
+    origin = [
         ("failure_reason", reason.encode()),
         ("original_topic", record.topic.encode()),
         ("original_partition", str(record.partition).encode()),
         ("original_offset", str(record.offset).encode()),
     ]
     key = record.key.decode(errors="replace") if record.key else ""
-    await publisher.publish([Record(record.topic + DLQ_SUFFIX, key, record.value or b"", headers)])
+    letter = Record(
+        record.topic + DLQ_SUFFIX, key, record.value or b"", [*record.headers, *origin]
+    )
+    try:
+        await retrying(lambda: publisher.publish([letter]), max_backoff_s=max_backoff_s)
+    except GaveUpError as exc:
+        refused = describe(exc.cause)
+        log.error("dead_letter_refused_sending_without_value", error=refused)
+        bare = Record(letter.topic, key, b"", [*origin, ("value_omitted", refused.encode())])
+        try:
+            await retrying(lambda: publisher.publish([bare]), max_backoff_s=max_backoff_s)
+        except GaveUpError as again:
+            metrics.DEAD_LETTER_FAILURES.labels(record.topic).inc()
+            log.error(
+                "dead_letter_failed",
+                error=describe(again.cause),
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            return
     metrics.DEAD_LETTERS.labels(record.topic).inc()
     log.warning(
         "message_dead_lettered",

@@ -7,12 +7,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
+import structlog
 import uvloop
 from prometheus_client import Gauge, generate_latest
 
 from orchestrator import logs, metrics
 from orchestrator.settings import Settings
 from orchestrator.transport.consumer import Consumed
+
+log = structlog.get_logger(__name__)
 
 SHUTDOWN_GRACE_S = 15.0
 _IN_FLIGHT: set[asyncio.Future[None]] = set()
@@ -102,7 +105,10 @@ def consume(
             task = asyncio.ensure_future(apply(records))
             _IN_FLIGHT.add(task)
             task.add_done_callback(_IN_FLIGHT.discard)
-            await asyncio.shield(task)
+            try:
+                await asyncio.shield(task)
+            except Exception:  # apply() ends every record itself; this is the last guard
+                log.exception("consumer_batch_failed", topic=topic_name, size=len(records))
             for done in events:
                 await manual.ack(done)
             events = []

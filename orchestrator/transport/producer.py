@@ -14,9 +14,12 @@ from aiokafka.errors import (
     OutOfOrderSequenceNumber,
     ProducerFenced,
     UnknownProducerId,
+    UnknownTopicOrPartitionError,
 )
 
 log = structlog.get_logger(__name__)
+
+TOPIC_LOOKUP_S = 2.0
 
 # Errors after which an idempotent producer can send nothing more: only a new one can.
 PRODUCER_STATE_LOST = (
@@ -92,3 +95,50 @@ class Publisher:
                 self._producer = None
             await producer.stop()  # a second stop, by a concurrent publish, does nothing
             raise
+
+    async def publish_each(self, records: Sequence[Record]) -> list[BaseException | None]:
+        """Send records in order; return each one's outcome: None once the broker
+        acknowledged it, else the error. A record refused on its own (larger than the broker
+        takes, for a topic it does not know) does not stop the records after it."""
+        producer = self._producer or await self.start()
+        outcomes: list[BaseException | None] = [None] * len(records)
+        sent: list[tuple[int, asyncio.Future[object]]] = []
+        topics: dict[str, BaseException | None] = {}
+        for i, r in enumerate(records):
+            if r.topic not in topics:
+                topics[r.topic] = await self._known(producer, r.topic)
+            if topics[r.topic] is not None:
+                outcomes[i] = topics[r.topic]
+                continue
+            try:
+                future = await producer.send(
+                    r.topic, value=r.value, key=r.key.encode(), headers=list(r.headers)
+                )
+            except Exception as exc:  # refused before sending: too large, say
+                outcomes[i] = exc
+                continue
+            sent.append((i, future))
+        acks = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
+        for (i, _), ack in zip(sent, acks, strict=True):
+            if isinstance(ack, BaseException):
+                outcomes[i] = ack
+        if any(isinstance(o, PRODUCER_STATE_LOST) for o in outcomes):
+            log.warning("producer_replaced", client_id=self._config["client_id"])
+            if self._producer is producer:
+                self._producer = None
+            await producer.stop()
+        return outcomes
+
+    async def _known(self, producer: AIOKafkaProducer, topic: str) -> BaseException | None:
+        """None when the broker knows the topic; the producer would otherwise wait for it for
+        its whole request timeout, and every record behind with it."""
+        try:
+            await asyncio.wait_for(producer.partitions_for(topic), TOPIC_LOOKUP_S)
+        except TimeoutError:
+            unknown: BaseException = UnknownTopicOrPartitionError(
+                f"no topic {topic} on the broker"
+            )
+            return unknown
+        except Exception as exc:
+            return exc
+        return None

@@ -4,26 +4,50 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import uuid
+from typing import Any
 
 import psycopg
 import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncEngine
+from psycopg.types.json import Jsonb
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator import metrics
-from orchestrator.store.tables import outbox
+from orchestrator.faults import Fault, classify, describe
+from orchestrator.store.tables import outbox, outbox_relay_lease, saga, saga_timeline
 from orchestrator.transport.producer import Publisher, Record
 
 log = structlog.get_logger(__name__)
 
 # One relay publishes at a time, so that rows of one key can't be published out of order by
-# two relays each holding a part of them.
-RELAY_LOCK_ID = 0x5A6A_0001
-
-
+# two relays each holding a part of them. It holds a lease, not a lock: no transaction stays
+# open while it waits on the broker, and a relay that froze loses the lease when it expires.
+_TAKE_LEASE = (
+    outbox_relay_lease.update()
+    .where(
+        outbox_relay_lease.c.id == 1,
+        sa.or_(
+            outbox_relay_lease.c.owner == sa.bindparam("owner"),
+            outbox_relay_lease.c.expires_at < sa.func.now(),
+        ),
+    )
+    .values(
+        owner=sa.bindparam("owner"),
+        expires_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam("ttl")),
+    )
+    .returning(outbox_relay_lease.c.id)
+)
+_RELEASE_LEASE = (
+    outbox_relay_lease.update()
+    .where(outbox_relay_lease.c.id == 1, outbox_relay_lease.c.owner == sa.bindparam("owner"))
+    .values(expires_at=sa.func.now())
+)
 _UNPUBLISHED = (
     sa.select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.value)
-    .where(outbox.c.published_at.is_(None))
+    .where(outbox.c.published_at.is_(None), outbox.c.parked_at.is_(None))
     .order_by(outbox.c.id)
     .limit(sa.bindparam("limit"))
 )
@@ -31,6 +55,34 @@ _MARK_PUBLISHED = (
     outbox.update()
     .where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
     .values(published_at=sa.func.now())
+)
+_COUNT_FAILURE = (
+    outbox.update()
+    .where(outbox.c.id == sa.bindparam("row_id"))
+    .values(attempts=outbox.c.attempts + 1, last_error=sa.bindparam("error"))
+    .returning(outbox.c.attempts)
+)
+_PARK_ROW = (
+    outbox.update().where(outbox.c.id == sa.bindparam("row_id")).values(parked_at=sa.func.now())
+)
+_PARK_SAGA = (
+    saga.update()
+    .where(saga.c.id == sa.bindparam("saga_id"))
+    .values(
+        parked_reason=sa.bindparam("reason"),
+        parked_at=sa.func.coalesce(saga.c.parked_at, sa.func.now()),
+        wake_at=None,
+        version=saga.c.version + 1,  # a worker holding the old version must reload
+        updated_at=sa.func.now(),
+    )
+)
+_NOTE_PARKED = saga_timeline.insert().values(
+    saga_id=sa.bindparam("saga_id"),
+    at=sa.func.now(),
+    kind="message_parked",
+    step=None,
+    detail=sa.bindparam("detail"),
+    message_id=None,
 )
 NOTIFY_CHANNEL = "saga_outbox"  # see migration 0008: every outbox INSERT notifies it
 
@@ -42,6 +94,10 @@ class OutboxRelay:
     its own and relays until the outbox is empty, then waits for the next notification. It
     also looks every `poll_interval_s` whatever it heard, so a notification lost with a
     broken connection delays rows by that much at most.
+
+    No row holds up the others: a row the broker refuses for good (larger than it takes, a
+    topic it does not know after `max_attempts` rounds, a refused authorization) is parked
+    with the reason, its saga marked for an operator, and the rows after it go on.
     """
 
     def __init__(
@@ -50,11 +106,16 @@ class OutboxRelay:
         publisher: Publisher,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
+        lease_s: float = 5.0,
+        max_attempts: int = 5,
     ) -> None:
         self._engine = engine
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._lease_s = lease_s
+        self._max_attempts = max_attempts
+        self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
@@ -68,18 +129,23 @@ class OutboxRelay:
             while True:
                 self._wake.clear()
                 try:
-                    published = await self.relay_once()
-                    backoff = 0.05
+                    published, failed = await self.relay_once()
                 except Exception as exc:  # keep relaying whatever broke
-                    log.warning("outbox_relay_failed", error=repr(exc), retry_in_s=backoff)
+                    log.warning("outbox_relay_failed", error=describe(exc), retry_in_s=backoff)
+                    published, failed = 0, 1
+                if failed:
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
+                backoff = 0.05
                 if published < self._batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
         finally:
             listener.cancel()
+            with contextlib.suppress(Exception):
+                async with self._engine.begin() as conn:  # a restarted worker takes over at once
+                    await conn.execute(_RELEASE_LEASE, {"owner": self._owner})
 
     async def _listen(self) -> None:
         """Set the wake event on every notification; reconnect when the connection breaks."""
@@ -98,25 +164,64 @@ class OutboxRelay:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
 
-    async def relay_once(self) -> int:
-        """Publish one batch; the rows are marked only after the broker acknowledged them."""
+    async def relay_once(self) -> tuple[int, int]:
+        """Publish one batch; return how many rows were published and how many failed.
+
+        A row is marked only after the broker acknowledged it. Between reading the batch and
+        marking it no transaction is open; a relay that dies there leaves its rows to be
+        published again (consumers ignore the repeats).
+        """
         async with self._engine.begin() as conn:
-            locked = await conn.scalar(sa.select(sa.func.pg_try_advisory_xact_lock(RELAY_LOCK_ID)))
-            if not locked:
-                return 0
+            leased = await conn.scalar(_TAKE_LEASE, {"owner": self._owner, "ttl": self._lease_s})
+            if not leased:
+                return 0, 0
             rows = (await conn.execute(_UNPUBLISHED, {"limit": self._batch_size})).all()
-            if not rows:
-                return 0
-            await self._publisher.publish(
-                [
-                    Record(
-                        r.topic, r.key, r.value, [(k, v.encode()) for k, v in r.headers.items()]
-                    )
-                    for r in rows
-                ]
-            )
-            await conn.execute(_MARK_PUBLISHED, {"ids": [r.id for r in rows]})
-        metrics.RELAYED.inc(len(rows))
-        metrics.RELAY_BATCH_SIZE.observe(len(rows))
-        log.debug("outbox_relayed", count=len(rows))
-        return len(rows)
+        if not rows:
+            return 0, 0
+        outcomes = await self._publisher.publish_each(
+            [
+                Record(r.topic, r.key, r.value, [(k, v.encode()) for k, v in r.headers.items()])
+                for r in rows
+            ]
+        )
+        published = [r.id for r, error in zip(rows, outcomes, strict=True) if error is None]
+        failed = [(r, e) for r, e in zip(rows, outcomes, strict=True) if e is not None]
+        async with self._engine.begin() as conn:
+            if published:
+                await conn.execute(_MARK_PUBLISHED, {"ids": published})
+            for row, error in failed:
+                await self._failed(conn, row, error)
+        if published:
+            metrics.RELAYED.inc(len(published))
+            metrics.RELAY_BATCH_SIZE.observe(len(published))
+            log.debug("outbox_relayed", count=len(published))
+        return len(published), len(failed)
+
+    async def _failed(self, conn: AsyncConnection, row: Any, error: BaseException) -> None:
+        fault = classify(error)
+        reason = describe(error)
+        if fault is Fault.TRANSIENT:  # the broker's fault, not the row's: it goes next round
+            log.warning("outbox_row_not_published", row_id=row.id, error=reason)
+            return
+        attempts = await conn.scalar(_COUNT_FAILURE, {"row_id": row.id, "error": reason})
+        if fault is Fault.DOUBTFUL and (attempts or 0) < self._max_attempts:
+            log.warning("outbox_row_not_published", row_id=row.id, error=reason, attempt=attempts)
+            return
+        await conn.execute(_PARK_ROW, {"row_id": row.id})
+        metrics.OUTBOX_PARKED.inc()
+        log.error("outbox_row_parked", row_id=row.id, topic=row.topic, key=row.key, error=reason)
+        saga_id = _saga_id(row.key)
+        if saga_id is None:
+            return
+        why = f"a message to {row.topic} could not be published: {reason}"
+        await conn.execute(_PARK_SAGA, {"saga_id": saga_id, "reason": why})
+        detail = {"outbox_id": row.id, "topic": row.topic, "reason": reason, "attempts": attempts}
+        await conn.execute(_NOTE_PARKED, {"saga_id": saga_id, "detail": Jsonb(detail)})
+
+
+def _saga_id(key: str) -> str | None:
+    """Every key the orchestrator writes is a saga id; a row written by hand may differ."""
+    try:
+        return str(uuid.UUID(key))
+    except ValueError:
+        return None

@@ -18,6 +18,7 @@ import structlog
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orchestrator import faults
 from orchestrator.saga import messages
 from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.errors import OrchestratorError
@@ -41,6 +42,11 @@ def succeeded(**data: Any) -> Result:
 
 def refused(code: str, message: str) -> Result:
     return Result(messages.Outcome.FAILURE, error_code=code, error_message=message)
+
+
+def retryable(code: str, message: str) -> Result:
+    """Not now: the orchestrator sends the command again as the step's retry policy says."""
+    return Result(messages.Outcome.RETRYABLE, error_code=code, error_message=message)
 
 
 Handler = Callable[[AsyncConnection, messages.Message], Awaitable[Result]]
@@ -219,6 +225,8 @@ class CommandProcessor:
             return refused("compensated", "the step was already compensated; not applied")
         if state == "applied":
             return succeeded(**(data or {}))
+        if _expired(command):
+            return _EXPIRED
         result = await self._run_handler(conn, self._p.actions[command.message_type], command)
         if result.outcome is messages.Outcome.SUCCESS:
             batch.set_state(command, "applied", dict(result.data))
@@ -232,6 +240,8 @@ class CommandProcessor:
             return succeeded(empty=True)
         if state != "applied":
             return succeeded()
+        if _expired(command):
+            return _EXPIRED
         handler = self._p.compensations[command.message_type]
         result = await self._run_handler(conn, handler, command)
         if result.outcome is messages.Outcome.SUCCESS:
@@ -241,9 +251,35 @@ class CommandProcessor:
     async def _run_handler(
         self, conn: AsyncConnection, handler: Handler, command: messages.Message
     ) -> Result:
-        """Run a handler in a savepoint: what a refused command wrote is undone."""
-        async with conn.begin_nested() as savepoint:
-            result = await handler(conn, command)
-            if result.outcome is not messages.Outcome.SUCCESS:
-                await savepoint.rollback()
+        """Run a handler in a savepoint: what a refused or failed command wrote is undone.
+
+        A handler that raises gets a `retryable` reply naming the error, so the saga's retry
+        policy applies at once instead of waiting out the step's deadline; a transient
+        fault (the database gone, a deadlock) is raised, and the whole batch retried.
+        """
+        try:
+            async with conn.begin_nested() as savepoint:
+                result = await handler(conn, command)
+                if result.outcome is not messages.Outcome.SUCCESS:
+                    await savepoint.rollback()
+        except Exception as exc:
+            if faults.classify(exc) is faults.Fault.TRANSIENT:
+                raise
+            log.error(
+                "handler_failed",
+                participant=self._p.name,
+                command=command.message_type,
+                error=faults.describe(exc),
+                exc_info=exc,
+            )
+            return retryable("handler_failed", faults.describe(exc))
         return result
+
+
+_EXPIRED = retryable("expired", "the command arrived after its deadline; not applied")
+
+
+def _expired(command: messages.Message) -> bool:
+    """Past its deadline the orchestrator has moved on (a new attempt, the compensation, or
+    an operator's skip): applying the command then could double an effect."""
+    return command.deadline is not None and datetime.now(UTC) > command.deadline

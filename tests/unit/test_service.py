@@ -28,12 +28,12 @@ def topic_of(channel: str) -> str:
 
 @pytest.fixture
 def db() -> FakeDatabase:
-    return FakeDatabase()
+    return FakeDatabase(FixedClock())
 
 
 @pytest.fixture
 def service(db: FakeDatabase) -> SagaService:
-    return SagaService(db, build_registry(), topic_of, FixedClock())
+    return SagaService(db, build_registry(), topic_of)
 
 
 def reply_to_last_command(db: FakeDatabase, outcome: messages.Outcome) -> messages.Message:
@@ -151,7 +151,7 @@ async def test_due_timers_fire_once_and_resend_the_command(
     db: FakeDatabase, service: SagaService
 ) -> None:
     clock = MovableClock()
-    service = SagaService(db, build_registry(), topic_of, clock)
+    db.clock = clock
     saga, _ = await service.start_saga("order", ORDER_INPUT)
 
     assert await service.fire_timers() == 0
