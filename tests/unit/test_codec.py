@@ -1,3 +1,7 @@
+import dataclasses
+import json
+import re
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import pytest
@@ -70,3 +74,65 @@ def test_a_bad_version_or_a_bad_reply_is_refused() -> None:
         codec.decode(codec.json.dumps({**wire, "kind": "reply"}).encode())
     with pytest.raises(UndecodableMessageError, match="not a UUID"):
         codec.decode(codec.json.dumps({**wire, "sagaId": "nope"}).encode())
+
+
+def wire(**changes: object) -> bytes:
+    envelope = codec.to_dict(command())
+    envelope.update(changes)
+    return json.dumps(envelope).encode()
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (wire().replace(b'"attempt": 1', b'"attempt": 1e999'), "out of range"),
+        (wire().replace(b'"attempt": 1', b'"attempt": NaN'), "not a JSON number"),
+        (wire(attempt=1.5), "attempt 1.5 is not a non-negative integer"),
+        (wire(attempt=True), "attempt True is not a non-negative integer"),
+        (wire(attempt=2**40), "is not a non-negative integer"),
+        (wire(step="reserve\u0000"), "NUL character"),
+        (wire(payload={"items": ["\u0000"]}), "NUL character"),
+        (wire(timestamp=12), "not an RFC 3339 timestamp"),
+        (wire(causationId="not-a-uuid"), "causationId 'not-a-uuid' is not a UUID"),
+        (wire(messageId=["a list"]), "is not a UUID"),
+        (b"\xff\xfe", "not JSON"),
+    ],
+    ids=lambda v: v[:40] if isinstance(v, bytes) else v,
+)
+def test_hostile_input_is_undecodable_and_nothing_else(raw: bytes, reason: str) -> None:
+    with pytest.raises(UndecodableMessageError, match=re.escape(reason)):
+        codec.decode(raw)
+
+
+def test_an_escaped_backslash_before_u0000_is_no_nul() -> None:
+    text = "C:\\u0000 is a folder name"
+    assert codec.decode(wire(payload={"path": text})).payload["path"] == text
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [str.upper, lambda u: "{" + u + "}", lambda u: "urn:uuid:" + u, lambda u: u.replace("-", "")],
+    ids=["upper", "braced", "urn", "unhyphenated"],
+)
+def test_ids_are_canonical_whatever_their_spelling(spell: Callable[[str], str]) -> None:
+    sent = command()
+    cause = messages.new_id()
+    raw = wire(
+        messageId=spell(sent.message_id), sagaId=spell(sent.saga_id), causationId=spell(cause)
+    )
+    received = codec.decode(raw)
+    assert received.message_id == sent.message_id
+    assert received.saga_id == sent.saga_id
+    assert received.causation_id == cause
+
+
+def test_a_command_deadline_survives_the_wire_and_a_reply_has_none() -> None:
+    sent = dataclasses.replace(command(), deadline=NOW)
+    received = codec.decode(codec.encode(sent))
+    assert received.deadline == NOW
+    reply = messages.reply_to(
+        received, source="inventory", outcome=messages.Outcome.SUCCESS, now=NOW
+    )
+    assert codec.decode(codec.encode(reply)).deadline is None

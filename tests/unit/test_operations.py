@@ -1,5 +1,7 @@
 import pytest
 
+from orchestrator.saga import messages
+from orchestrator.saga import saga as core
 from orchestrator.saga.errors import OperatorActionRefusedError
 from orchestrator.saga.machine import StepStatus
 from orchestrator.sagas import order
@@ -84,3 +86,56 @@ def test_skip_marks_a_stuck_compensation_done_and_the_saga_goes_on() -> None:
     assert h.status == "compensated"
     assert h.compensations()[-1] == "reserve_inventory"
     assert h.saga.steps["charge_payment"].status is StepStatus.COMPENSATED
+
+
+def test_attempts_go_on_counting_across_a_retry_so_a_stale_reply_is_ignored() -> None:
+    h = SagaHarness(PIVOTED)
+    h.script("c", "failure")
+    h.start({})
+    h.run()
+    first = [m for m in h.commands if m.step == "c"][-1]
+    h.retry("participant fixed")
+    again = [m for m in h.commands if m.step == "c"][-1]
+    assert (first.attempt, again.attempt) == (1, 2)
+
+    stale = messages.reply_to(
+        first,
+        source="c",
+        outcome=messages.Outcome.FAILURE,
+        now=h.now,
+        error_code="declined",
+        error_message="the answer to the first attempt, arriving late",
+    )
+    h.deliver(stale)
+
+    assert h.saga.steps["c"].status is StepStatus.SENT
+    assert h.timeline[-1].kind == "late_reply"
+    h.run()
+    assert h.status == "completed"
+
+
+def test_a_retry_gives_a_fresh_budget_though_the_numbers_go_on() -> None:
+    h = SagaHarness(PIVOTED)
+    budget = PIVOTED.step("c").retry.max_attempts
+    h.script("c", *["retryable"] * budget)
+    h.start({})
+    h.run()
+    assert h.status == "failed"
+    h.script("c", *["retryable"] * (budget - 1))
+    h.retry("once more")
+    h.run()
+    assert h.status == "completed"
+    assert [m.attempt for m in h.commands if m.step == "c"] == list(range(1, 2 * budget + 1))
+
+
+def test_retry_resumes_the_timers_of_a_parked_saga() -> None:
+    h = started()
+    parked, _ = core.park(h.saga, "its definition was missing on the worker")
+    h._saga = parked
+    assert h.saga.wake_at is None
+    h.retry("definition deployed")
+    assert h.saga.parked is None
+    assert h.saga.wake_at is not None
+    assert [e.kind for e in h.timeline[-2:]] == ["operator_retry", "saga_unparked"]
+    h.run()
+    assert h.status == "completed"

@@ -46,6 +46,18 @@ def test_start_sends_the_first_command_and_a_started_event() -> None:
     assert decision.saga.wake_at == NOW + timedelta(seconds=30)
 
 
+def test_commands_carry_their_deadline_and_events_carry_no_input() -> None:
+    h = SagaHarness(order.DEFINITION)
+    h.script("create_shipment", "failure")
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "compensated"
+    assert all(c.deadline is not None and c.deadline > c.timestamp for c in h.commands)
+    started = next(e for e in h.events if e.message_type == "saga.started")
+    assert "input" not in started.payload
+    assert ORDER_INPUT["card"] not in str([e.payload for e in h.events])
+
+
 def test_all_steps_succeeding_completes_the_saga_with_the_context_merged() -> None:
     h = harness()
     h.script("charge_payment", "success", data={"chargeId": "ch-1"})

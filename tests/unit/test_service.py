@@ -189,3 +189,26 @@ async def test_the_same_idempotency_key_and_request_return_the_same_saga(
     assert len(db.sagas) == 1
     with pytest.raises(IdempotencyConflictError, match="different request"):
         await service.start_saga("order", {**ORDER_INPUT, "orderId": "o-2"}, idempotency_key="k-1")
+
+
+async def test_a_saga_that_cannot_be_decided_is_parked_and_the_others_fire(
+    db: FakeDatabase, service: SagaService
+) -> None:
+    clock = MovableClock()
+    db.clock = clock
+    ghost, _ = await service.start_saga("order", ORDER_INPUT)
+    db.sagas[ghost.id].type = "retired"  # a type this worker has no definition for
+    good, _ = await service.start_saga("order", ORDER_INPUT)
+    clock.at += timedelta(seconds=31)  # past both reservations' deadlines
+
+    assert await service.fire_timers() == 2
+
+    assert db.sagas[ghost.id].parked is not None
+    assert "retired" in db.sagas[ghost.id].parked
+    assert db.sagas[ghost.id].wake_at is None  # claimed no more
+    assert db.sagas[good.id].steps["reserve_inventory"].status == "retry_wait"
+    kinds = {(saga_id, e.kind) for saga_id, e in db.timeline}
+    assert (ghost.id, "saga_parked") in kinds
+    assert (good.id, "step_timed_out") in kinds
+    clock.at += timedelta(seconds=60)
+    assert await service.fire_timers() == 1  # the good one's retry; the parked one rests
