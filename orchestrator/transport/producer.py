@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
+    KafkaConnectionError,
     OutOfOrderSequenceNumber,
     ProducerFenced,
     UnknownProducerId,
@@ -135,6 +137,13 @@ class Publisher:
         try:
             await asyncio.wait_for(producer.partitions_for(topic), TOPIC_LOOKUP_S)
         except TimeoutError:
+            # aiokafka keeps no public record of whether the broker answered at all
+            answered_ms = producer.client.cluster._last_successful_refresh_ms
+            if time.time() * 1000 - answered_ms > (TOPIC_LOOKUP_S + 1) * 1000:
+                away: BaseException = KafkaConnectionError(
+                    "the broker answers no metadata request"
+                )
+                return away  # the broker is away, not the topic: transient
             unknown: BaseException = UnknownTopicOrPartitionError(
                 f"no topic {topic} on the broker"
             )
