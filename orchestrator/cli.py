@@ -77,6 +77,9 @@ def list_sagas(
     created_before: Annotated[datetime | None, typer.Option()] = None,
     updated_before: Annotated[datetime | None, typer.Option()] = None,
     stuck_for: Annotated[str | None, typer.Option(help="e.g. 10m")] = None,
+    parked: Annotated[
+        bool | None, typer.Option("--parked/--not-parked", help="waiting for an operator")
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
     cursor: Annotated[str | None, typer.Option()] = None,
 ) -> None:
@@ -88,6 +91,7 @@ def list_sagas(
         "created_before": created_before,
         "updated_before": updated_before,
         "stuck_for": stuck_for,
+        "parked": None if parked is None else str(parked).lower(),
         "cursor": cursor,
     }.items():
         if value is not None:
@@ -102,7 +106,7 @@ def list_sagas(
             s["id"],
             s["type"],
             str(s["definition_version"]),
-            _status(s["status"]),
+            _status(s["status"]) + (" [red]parked[/red]" if s.get("parked_at") else ""),
             _when(s["created_at"]),
             _when(s["updated_at"]),
         )
@@ -221,3 +225,6 @@ def stats(url: Url = "http://127.0.0.1:8000", token: Token = None) -> None:
         else "oldest running: none"
     )
     out.print(f"outbox backlog: {data['outbox_backlog']}")
+    out.print(
+        f"parked for an operator: {data['parked']} sagas, {data['outbox_parked']} outbox rows"
+    )
