@@ -11,11 +11,10 @@ from psycopg import errors as pg
 from sqlalchemy import exc as sa_exc
 
 from orchestrator.saga import messages
-from orchestrator.transport import codec
 from orchestrator.transport.consumer import Consumed, apply
 from orchestrator.transport.producer import Record
 from tests.fakes import CollectingPublisher
-from tests.unit.test_consumer_batch import NOW, record
+from tests.unit.test_consumer_batch import record
 
 
 class RefusingPublisher(CollectingPublisher):
@@ -91,23 +90,11 @@ async def test_a_letter_the_broker_refuses_goes_without_its_value_and_says_why()
 
 async def test_a_reason_with_a_nul_reaches_the_letter_without_it() -> None:
     publisher = CollectingPublisher()
-    poison = codec.encode(
-        messages.command(
-            message_type="inventory.reserve",
-            saga_id=messages.new_id(),
-            saga_type="order",
-            step="reserve",
-            attempt=1,
-            payload={},
-            now=NOW,
-            causation_id=None,
-        )
-    )
 
     async def handle(message: messages.Message) -> None:
         raise ValueError("step 'a\x00b' is unknown")
 
-    await apply(Consumed("t", 0, 1, b"k", poison, []), handle, publisher)  # type: ignore[arg-type]
+    await apply(record(1), handle, publisher)  # type: ignore[arg-type]
 
     assert "\x00" not in headers(publisher.records[0])["failure_reason"]
 
