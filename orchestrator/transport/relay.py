@@ -129,11 +129,11 @@ class OutboxRelay:
             while True:
                 self._wake.clear()
                 try:
-                    published, failed = await self.relay_once()
+                    published, left = await self.relay_once()
                 except Exception as exc:  # keep relaying whatever broke
                     log.warning("outbox_relay_failed", error=describe(exc), retry_in_s=backoff)
-                    published, failed = 0, 1
-                if failed:
+                    published, left = 0, 1
+                if left:  # the broker is away or unsure: give it time
                     await asyncio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
@@ -165,7 +165,8 @@ class OutboxRelay:
                 backoff = min(backoff * 2, 5.0)
 
     async def relay_once(self) -> tuple[int, int]:
-        """Publish one batch; return how many rows were published and how many failed.
+        """Publish one batch; return how many rows were published and how many are left for
+        a later round (a parked row is not left: the rows after it go on at once).
 
         A row is marked only after the broker acknowledged it. Between reading the batch and
         marking it no transaction is open; a relay that dies there leaves its rows to be
@@ -186,37 +187,40 @@ class OutboxRelay:
         )
         published = [r.id for r, error in zip(rows, outcomes, strict=True) if error is None]
         failed = [(r, e) for r, e in zip(rows, outcomes, strict=True) if e is not None]
+        left = 0
         async with self._engine.begin() as conn:
             if published:
                 await conn.execute(_MARK_PUBLISHED, {"ids": published})
             for row, error in failed:
-                await self._failed(conn, row, error)
+                left += not await self._parked(conn, row, error)
         if published:
             metrics.RELAYED.inc(len(published))
             metrics.RELAY_BATCH_SIZE.observe(len(published))
             log.debug("outbox_relayed", count=len(published))
-        return len(published), len(failed)
+        return len(published), left
 
-    async def _failed(self, conn: AsyncConnection, row: Any, error: BaseException) -> None:
+    async def _parked(self, conn: AsyncConnection, row: Any, error: BaseException) -> bool:
+        """Park the row if the broker refused it for good; False when it goes again."""
         fault = classify(error)
         reason = describe(error)
         if fault is Fault.TRANSIENT:  # the broker's fault, not the row's: it goes next round
             log.warning("outbox_row_not_published", row_id=row.id, error=reason)
-            return
+            return False
         attempts = await conn.scalar(_COUNT_FAILURE, {"row_id": row.id, "error": reason})
         if fault is Fault.DOUBTFUL and (attempts or 0) < self._max_attempts:
             log.warning("outbox_row_not_published", row_id=row.id, error=reason, attempt=attempts)
-            return
+            return False
         await conn.execute(_PARK_ROW, {"row_id": row.id})
         metrics.OUTBOX_PARKED.inc()
         log.error("outbox_row_parked", row_id=row.id, topic=row.topic, key=row.key, error=reason)
         saga_id = _saga_id(row.key)
         if saga_id is None:
-            return
+            return True
         why = f"a message to {row.topic} could not be published: {reason}"
         await conn.execute(_PARK_SAGA, {"saga_id": saga_id, "reason": why})
         detail = {"outbox_id": row.id, "topic": row.topic, "reason": reason, "attempts": attempts}
         await conn.execute(_NOTE_PARKED, {"saga_id": saga_id, "detail": Jsonb(detail)})
+        return True
 
 
 def _saga_id(key: str) -> str | None:
