@@ -12,7 +12,6 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 import structlog
-from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator import metrics
@@ -219,7 +218,7 @@ class OutboxRelay:
         why = f"a message to {row.topic} could not be published: {reason}"
         await conn.execute(_PARK_SAGA, {"saga_id": saga_id, "reason": why})
         detail = {"outbox_id": row.id, "topic": row.topic, "reason": reason, "attempts": attempts}
-        await conn.execute(_NOTE_PARKED, {"saga_id": saga_id, "detail": Jsonb(detail)})
+        await conn.execute(_NOTE_PARKED, {"saga_id": saga_id, "detail": detail})
         return True
 
 

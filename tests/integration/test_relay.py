@@ -5,16 +5,23 @@ other: only the order per key is promised)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import sqlalchemy as sa
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.store import migrate
-from orchestrator.store.tables import outbox
+from orchestrator.store.tables import outbox, saga, saga_timeline
 from orchestrator.store.unit_of_work import create_engine
+from orchestrator.transport.producer import Publisher
 from orchestrator.transport.relay import OutboxRelay
+from tests.conftest import service_urls
 from tests.fakes import CollectingPublisher
 
 
@@ -61,3 +68,173 @@ async def test_relays_side_by_side_publish_each_row_once_in_order(empty_database
     for key in {k for k, _ in written}:
         in_order_written = [bytes(v) for k, v in written if k == key]
         assert [r.value for r in published.records if r.key == key] == in_order_written
+
+
+@contextlib.asynccontextmanager
+async def fresh_topic(kafka: str) -> AsyncIterator[str]:
+    """A topic of one partition on the real broker, for this test only."""
+    name = f"test-relay-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.split(","))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
+        try:
+            yield name
+        finally:
+            await admin.delete_topics([name])
+    finally:
+        await admin.close()
+
+
+async def read_topic(kafka: str, topic: str, timeout_s: float = 15) -> list[bytes]:
+    """Every value on the topic's one partition, from its beginning to its end now."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.split(","), auto_offset_reset="earliest")
+    await consumer.start()
+    partition = TopicPartition(topic, 0)
+    values: list[bytes] = []
+    try:
+        consumer.assign([partition])
+        end = (await consumer.end_offsets([partition]))[partition]
+        async with asyncio.timeout(timeout_s):
+            while await consumer.position(partition) < end:
+                record = await consumer.getone(partition)
+                assert record.value is not None
+                values.append(record.value)
+    finally:
+        await consumer.stop()
+    return values
+
+
+async def insert_saga(engine: AsyncEngine) -> str:
+    saga_id = str(uuid.uuid4())
+    async with engine.begin() as conn:
+        await conn.execute(
+            saga.insert(),
+            {
+                "id": saga_id,
+                "type": "order",
+                "definition_version": 1,
+                "status": "running",
+                "input": {},
+                "context": {},
+                "version": 1,
+            },
+        )
+    return saga_id
+
+
+async def insert_rows(engine: AsyncEngine, rows: list[tuple[str, str, bytes]]) -> list[int]:
+    """Outbox rows (topic, key, value), one transaction, in this order."""
+    async with engine.begin() as conn:
+        return [
+            await conn.scalar(
+                outbox.insert().returning(outbox.c.id),
+                {"topic": topic, "key": key, "headers": {}, "value": value},
+            )
+            for topic, key, value in rows
+        ]
+
+
+async def outbox_row(engine: AsyncEngine, row_id: int) -> sa.RowMapping:
+    async with engine.connect() as conn:
+        query = sa.select(outbox).where(outbox.c.id == row_id)
+        return (await conn.execute(query)).mappings().one()
+
+
+async def saga_parking(engine: AsyncEngine, saga_id: str) -> tuple[str | None, list[Any]]:
+    """The saga's parked reason, and the details of its `message_parked` timeline entries."""
+    async with engine.connect() as conn:
+        reason = await conn.scalar(sa.select(saga.c.parked_reason).where(saga.c.id == saga_id))
+        details = await conn.scalars(
+            sa.select(saga_timeline.c.detail).where(
+                saga_timeline.c.saga_id == saga_id, saga_timeline.c.kind == "message_parked"
+            )
+        )
+        return reason, list(details)
+
+
+async def until_row(
+    engine: AsyncEngine, row_id: int, condition: Callable[[sa.RowMapping], bool], what: str
+) -> sa.RowMapping:
+    deadline = time.monotonic() + 15
+    while not condition(row := await outbox_row(engine, row_id)):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}: {dict(row)}"
+        await asyncio.sleep(0.05)
+    return row
+
+
+@contextlib.asynccontextmanager
+async def relaying(relay: OutboxRelay, publisher: Publisher) -> AsyncIterator[None]:
+    """The relay runs in a task until the block ends; then it and its producer stop."""
+    running = asyncio.create_task(relay.run())
+    try:
+        yield
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await publisher.stop()
+
+
+async def test_an_oversized_row_is_parked_and_the_next_one_is_published(
+    empty_database: str,
+) -> None:
+    _, kafka = service_urls()
+    await asyncio.to_thread(migrate.upgrade, empty_database)
+    engine = create_engine(empty_database, 4)
+    publisher = Publisher(kafka, "test-relay")
+    relay = OutboxRelay(engine, publisher, poll_interval_s=0.2)
+    try:
+        async with fresh_topic(kafka) as topic:
+            saga_id = await insert_saga(engine)
+            big = b"x" * 1_100_000  # more than the producer's 1 MiB max request size
+            big_id, normal_id = await insert_rows(
+                engine, [(topic, saga_id, big), (topic, saga_id, b"after the big one")]
+            )
+            async with relaying(relay, publisher):
+                await until_row(engine, normal_id, lambda r: r.published_at is not None, "it")
+            on_topic = await read_topic(kafka, topic)
+        big_row = await outbox_row(engine, big_id)
+        reason, parked_entries = await saga_parking(engine, saga_id)
+    finally:
+        await engine.dispose()
+    assert on_topic == [b"after the big one"]  # once: it was not sent again
+    assert big_row.parked_at is not None
+    assert big_row.published_at is None
+    assert "MessageSizeTooLarge" in (big_row.last_error or ""), big_row.last_error
+    assert "MessageSizeTooLarge" in (reason or ""), reason
+    assert [d["outbox_id"] for d in parked_entries] == [big_id]
+
+
+async def test_a_row_for_a_missing_topic_holds_up_no_other_and_is_parked_after_its_attempts(
+    empty_database: str,
+) -> None:
+    _, kafka = service_urls()
+    await asyncio.to_thread(migrate.upgrade, empty_database)
+    engine = create_engine(empty_database, 4)
+    publisher = Publisher(kafka, "test-relay")
+    relay = OutboxRelay(engine, publisher, poll_interval_s=0.2, max_attempts=2)
+    missing = f"test-relay-missing-{uuid.uuid4().hex[:10]}"
+    try:
+        async with fresh_topic(kafka) as topic:
+            saga_id = await insert_saga(engine)
+            lost_id, normal_id = await insert_rows(
+                engine, [(missing, saga_id, b"to nowhere"), (topic, saga_id, b"to somewhere")]
+            )
+            async with relaying(relay, publisher):
+                started = time.monotonic()
+                await until_row(engine, normal_id, lambda r: r.published_at is not None, "it")
+                normal_after_s = time.monotonic() - started
+                lost = await until_row(
+                    engine, lost_id, lambda r: r.parked_at is not None, "the lost row parked"
+                )
+            on_topic = await read_topic(kafka, topic)
+        reason, parked_entries = await saga_parking(engine, saga_id)
+    finally:
+        await engine.dispose()
+    assert normal_after_s < 5, f"the normal row waited {normal_after_s:.1f}s on the missing topic"
+    assert on_topic == [b"to somewhere"]  # once: it was not sent again
+    assert lost.published_at is None
+    assert lost.attempts == 2
+    assert "UnknownTopicOrPartition" in (lost.last_error or ""), lost.last_error
+    assert missing in (reason or ""), reason
+    assert [d["outbox_id"] for d in parked_entries] == [lost_id]
