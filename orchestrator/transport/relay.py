@@ -186,12 +186,14 @@ class OutboxRelay:
         )
         published = [r.id for r, error in zip(rows, outcomes, strict=True) if error is None]
         failed = [(r, e) for r, e in zip(rows, outcomes, strict=True) if e is not None]
-        left = 0
-        async with self._engine.begin() as conn:
-            if published:
+        if published:
+            async with self._engine.begin() as conn:
                 await conn.execute(_MARK_PUBLISHED, {"ids": published})
-            for row, error in failed:
-                left += not await self._parked(conn, row, error)
+        left = 0
+        if failed:  # apart: whatever goes wrong here, what was published stays marked
+            async with self._engine.begin() as conn:
+                for row, error in failed:
+                    left += not await self._parked(conn, row, error)
         if published:
             metrics.RELAYED.inc(len(published))
             metrics.RELAY_BATCH_SIZE.observe(len(published))
