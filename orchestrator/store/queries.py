@@ -36,7 +36,9 @@ class SqlSagaReader:
         self._engine = engine
 
     async def saga_view(self, saga_id: str, timeline_limit: int = 1000) -> dict[str, Any] | None:
+        """The saga, its steps and its timeline as of one moment (one snapshot)."""
         async with self._engine.connect() as conn:
+            await conn.execution_options(isolation_level="REPEATABLE READ")
             row = (
                 (await conn.execute(sa.select(saga).where(saga.c.id == saga_id)))
                 .mappings()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from tests.e2e.system import System
+from tests.e2e.system import System, wait_for
 
 DECLINED_CARD = "4000000000000002"
 
@@ -44,3 +44,22 @@ def journey(saga: dict[str, Any]) -> list[tuple[str, str | None]]:
     """The steps' story from the timeline: what was sent, what failed, what was undone."""
     kinds = {"command_sent", "step_failed", "compensation_sent", "step_compensated"}
     return [(e["kind"], e["step"]) for e in saga["timeline"] if e["kind"] in kinds]
+
+
+def wait_shipping_caught_up(system: System, saga: dict[str, Any]) -> None:
+    """Wait until the shipping participant, back after a stop, answered the saga's last
+    cancel; check that every create it missed arrived past its deadline and was refused."""
+    last_cancel = [
+        e["message_id"]
+        for e in saga["timeline"]
+        if e["kind"] == "compensation_sent" and e["step"] == "create_shipment"
+    ][-1]
+    wait_for(
+        lambda: system.scalar("SELECT 1 FROM shipping.inbox WHERE message_id = %s", last_cancel),
+        60,
+        "shipping to catch up",
+    )
+    created = system.scalar(
+        "SELECT count(*) FROM shipping.shipment WHERE saga_id = %s", saga["id"]
+    )
+    assert created == 0, "a create applied after its deadline"

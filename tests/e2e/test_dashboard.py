@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.orders import DECLINED_CARD, new_sku, order
-from tests.e2e.system import OPERATOR_TOKEN, System, wait_for
+from tests.e2e.orders import DECLINED_CARD, new_sku, order, wait_shipping_caught_up
+from tests.e2e.system import OPERATOR_TOKEN, System
 
 pytestmark = pytest.mark.e2e
 
@@ -78,14 +78,7 @@ def test_an_operator_finds_a_compensated_saga_and_retries_a_failed_one(
     assert page.locator("#diagram svg g.step[data-status=compensated]").count() == 1
     page.screenshot(path=str(OUTPUT / "dashboard-compensated.png"), full_page=True)
 
-    wait_for(  # shipping worked through what it missed while it was stopped
-        lambda: (
-            system.scalar("SELECT status FROM shipping.shipment WHERE saga_id = %s", failed["id"])
-            == "cancelled"
-        ),
-        60,
-        "shipping to catch up",
-    )
+    wait_shipping_caught_up(system, failed)
     page.goto(f"{system.url}/ui/sagas/{failed['id']}")
     assert page.inner_text("#saga-status") == "failed"
     page.fill("form[action$='/retry'] input[name=reason]", "shipping is back")

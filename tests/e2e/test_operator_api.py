@@ -12,8 +12,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.orders import DECLINED_CARD, new_sku, order, stock
-from tests.e2e.system import VIEWER_TOKEN, System, wait_for
+from tests.e2e.orders import DECLINED_CARD, new_sku, order, stock, wait_shipping_caught_up
+from tests.e2e.system import VIEWER_TOKEN, System
 
 pytestmark = pytest.mark.e2e
 
@@ -132,18 +132,7 @@ def test_a_failed_saga_retried_by_an_operator_ends_compensated(system: System) -
         assert saga["steps"][2]["status"] == "compensating"  # the cancel that gave up
     finally:
         system.start("shipping")
-    last_cancel = [
-        e["message_id"]
-        for e in saga["timeline"]
-        if e["kind"] == "compensation_sent" and e["step"] == "create_shipment"
-    ][-1]
-    wait_for(  # shipping is back and worked through the commands it missed
-        lambda: system.scalar("SELECT 1 FROM shipping.inbox WHERE message_id = %s", last_cancel),
-        60,
-        "shipping to catch up",
-    )
-    # every create arrived after its deadline: refused, so there is nothing to cancel
-    assert system.scalar("SELECT count(*) FROM shipping.shipment WHERE saga_id = %s", saga_id) == 0
+    wait_shipping_caught_up(system, saga)
 
     response = system.api.post(f"/sagas/{saga_id}/retry", json={"reason": "shipping is back"})
     assert response.status_code == 200, response.text
