@@ -40,6 +40,7 @@ def build_service(settings: Settings, engine: Any) -> SagaService:
         build_registry(settings),
         settings.topic,
         max_input_bytes=settings.max_input_bytes,
+        orphaned_after_s=settings.timer_orphaned_after_s,
     )
 
 

@@ -126,7 +126,8 @@ def describe(exc: BaseException, limit: int = 500) -> str:
 
 
 def printable(text: str, limit: int = 500) -> str:
-    text = text.replace("\x00", "\\u0000")
+    """Text any header, log or database takes: no NUL, no lone surrogate, bounded."""
+    text = text.replace("\x00", "\\u0000").encode("utf-8", "backslashreplace").decode()
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

@@ -43,8 +43,11 @@ class SagaStore(Protocol):
         """The time of this transaction, by the store's one clock: every process that
         decides a saga and every timer compare times on the same clock."""
 
-    async def claim_due(self, limit: int) -> list[str]:
-        """Lock and return sagas whose wake time has come, skipping those locked elsewhere."""
+    async def claim_due(
+        self, limit: int, known: Sequence[tuple[str, int]], orphaned_after_s: float
+    ) -> list[str]:
+        """Lock and return sagas whose wake time has come, skipping those locked elsewhere:
+        those of a known (type, version), and any overdue by `orphaned_after_s`."""
 
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None: ...
 

@@ -28,6 +28,7 @@ from orchestrator.saga.definition import DefinitionRegistry, SagaDefinition
 from orchestrator.saga.errors import (
     IdempotencyConflictError,
     InputTooLargeError,
+    InvalidSagaInputError,
     SagaNotFoundError,
     UnknownMessageTypeError,
 )
@@ -47,11 +48,14 @@ class SagaService:
         registry: DefinitionRegistry,
         topic_of: Callable[[str], str],
         max_input_bytes: int = 262_144,
+        orphaned_after_s: float = 60.0,
     ) -> None:
         self._uow = uow
         self._registry = registry
         self._topic_of = topic_of
         self._max_input_bytes = max_input_bytes
+        self._orphaned_after_s = orphaned_after_s
+        self._known = [(d.name, d.version) for d in registry.all()]
 
     async def start_saga(
         self,
@@ -65,7 +69,11 @@ class SagaService:
         started (and False) and a different request with that key is refused."""
         definition = self._registry.get(saga_type, version)
         saga_input = definition.validate_input(raw_input)
-        size = len(json.dumps(saga_input, separators=(",", ":"), default=str))
+        try:
+            size = len(json.dumps(saga_input, separators=(",", ":"), default=str, allow_nan=False))
+        except ValueError:
+            problem = {"field": "input", "problem": "NaN and Infinity are not JSON numbers"}
+            raise InvalidSagaInputError([problem], "the input is not valid JSON") from None
         if size > self._max_input_bytes:
             raise InputTooLargeError(
                 f"the input is {size} bytes as JSON; at most {self._max_input_bytes} are taken, "
@@ -189,24 +197,26 @@ class SagaService:
         """Fire the deadlines and retries that are due, by the database's clock, for up to
         `limit` sagas at once.
 
-        Any number of workers may call this together: each saga is claimed by one of them.
-        A saga that cannot be decided (its definition is missing here, a payload builder
-        raised) is parked with the reason, for an operator; the others fire all the same.
+        Any number of workers may call this together: each saga is claimed by one of them,
+        first by a worker that has its definition. A saga that cannot be decided (no worker
+        had its definition for `orphaned_after_s`, a payload builder raised) is parked with
+        the reason, for an operator; the others fire all the same.
         """
         decisions = []
         async with self._uow.transaction() as store:
-            due = await store.claim_due(limit)
+            due = await store.claim_due(limit, self._known, self._orphaned_after_s)
             sagas = await store.load_many(due, for_update=True) if due else {}
             now = await store.now()
             for saga in sagas.values():
                 try:
                     definition = self._registry.get(saga.type, saga.definition_version)
                     decision = core.handle_timers(saga, definition, now)
+                    # first: it encodes the messages, and a payload no reader takes raises
+                    await self._record(store, decision, now)
                 except Exception as exc:  # anything a user's definition may raise
                     await self._park(store, saga, f"timers could not be decided: {exc!r}", now)
                     continue
                 await store.update(decision.saga, now)
-                await self._record(store, decision, now)
                 decisions.append((definition, saga, decision))
                 for entry in decision.timeline:
                     log.info(entry.kind, saga_id=saga.id, step=entry.step)

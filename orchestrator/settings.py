@@ -47,6 +47,12 @@ class Settings(BaseSettings):
         default=30, ge=6, le=300, description="how long a silent consumer keeps its partitions"
     )
     timer_interval_s: float = pydantic.Field(default=0.1, gt=0, le=60)
+    timer_orphaned_after_s: float = pydantic.Field(
+        default=60,
+        ge=0,
+        le=86_400,
+        description="a saga overdue this long, its definition on no worker, is parked",
+    )
     definitions: str = pydantic.Field(
         default="", description="comma-separated modules that define more sagas"
     )

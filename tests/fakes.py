@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from orchestrator.ports import DuplicateIdempotencyKeyError, Idempotency, Publication
@@ -41,10 +41,19 @@ class FakeStore:
     async def now(self) -> datetime:
         return self._db.clock.now()
 
-    async def claim_due(self, limit: int) -> list[str]:
+    async def claim_due(
+        self, limit: int, known: Sequence[tuple[str, int]], orphaned_after_s: float
+    ) -> list[str]:
         now = self._db.clock.now()
         due = sorted(
-            (s.wake_at, s.id) for s in self.sagas.values() if s.wake_at and s.wake_at <= now
+            (s.wake_at, s.id)
+            for s in self.sagas.values()
+            if s.wake_at
+            and s.wake_at <= now
+            and (
+                (s.type, s.definition_version) in known
+                or s.wake_at < now - timedelta(seconds=orphaned_after_s)
+            )
         )
         return [saga_id for _, saga_id in due[:limit]]
 

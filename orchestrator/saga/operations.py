@@ -101,6 +101,7 @@ def skip_compensation(
             f"{decision.saga.status.value} and step {step!r} is {state.status.value}"
         )
     decision.note("operator_skip", step, actor=actor, reason=reason)
+    decision.saga.parked = None
     state.move("finish_compensation")
     state.deadline = state.next_attempt_at = None
     decision.note("step_compensated", step, skipped=True)

@@ -47,11 +47,18 @@ class SqlSagaStore:
             assert self._now is not None
         return self._now
 
-    async def claim_due(self, limit: int) -> list[str]:
+    async def claim_due(
+        self, limit: int, known: Sequence[tuple[str, int]], orphaned_after_s: float
+    ) -> list[str]:
         """Lock sagas whose wake time has come by the database's clock, skipping those locked
         elsewhere and those parked for an operator (their wake time is cleared)."""
-        rows = await self._conn.execute(_CLAIM_DUE, {"limit": limit})
-        return [str(r.id) for r in rows]
+        params = {
+            "limit": limit,
+            "types": [t for t, _ in known],
+            "versions": [v for _, v in known],
+            "orphaned_after_s": orphaned_after_s,
+        }
+        return [str(r.id) for r in await self._conn.execute(_CLAIM_DUE, params)]
 
     async def load(self, saga_id: str, *, for_update: bool) -> Saga | None:
         return (await self.load_many([saga_id], for_update=for_update)).get(saga_id)
@@ -163,8 +170,20 @@ class SqlSagaStore:
         appended: Sequence[tuple[str, Sequence[TimelineEntry], Sequence[Publication]]],
         now: datetime,
     ) -> None:
-        """Timeline entries and outbox messages, in the order given."""
+        """Timeline entries and outbox messages, in the order given. A message that cannot be
+        encoded raises before anything of this call is collected."""
         for saga_id, timeline, publications in appended:
+            outbox_rows = [
+                {
+                    "topic": p.topic,
+                    "key": p.message.saga_id,
+                    "headers": Jsonb({k: v.decode() for k, v in codec.headers(p.message)}),
+                    "value": codec.encode(p.message),
+                    "created_at": now,
+                }
+                for p in publications
+            ]
+            self._outbox += outbox_rows
             self._timeline += [
                 {
                     "saga_id": saga_id,
@@ -175,16 +194,6 @@ class SqlSagaStore:
                     "message_id": e.message_id,
                 }
                 for e in timeline
-            ]
-            self._outbox += [
-                {
-                    "topic": p.topic,
-                    "key": p.message.saga_id,
-                    "headers": Jsonb({k: v.decode() for k, v in codec.headers(p.message)}),
-                    "value": codec.encode(p.message),
-                    "created_at": now,
-                }
-                for p in publications
             ]
 
     async def flush(self) -> None:
@@ -221,12 +230,19 @@ _LOAD = (  # with the transaction's time, which saves a round trip for `now()`
 )
 _LOAD_FOR_UPDATE = _LOAD.with_for_update()
 _NOW = sa.select(sa.func.now())
-_CLAIM_DUE = (
-    sa.select(saga.c.id)
-    .where(saga.c.wake_at <= sa.func.now())
-    .order_by(saga.c.wake_at)
-    .limit(sa.bindparam("limit"))
-    .with_for_update(skip_locked=True)
+# A worker claims the sagas whose definition it has; one overdue by `orphaned_after_s` (no
+# worker has decided it: its definition may be gone everywhere) it claims whatever the type.
+_CLAIM_DUE = sa.text(
+    """
+    SELECT id FROM saga
+    WHERE wake_at <= now()
+      AND ((type, definition_version) IN
+               (SELECT * FROM unnest(CAST(:types AS text[]), CAST(:versions AS int[])))
+           OR wake_at < now() - make_interval(secs => :orphaned_after_s))
+    ORDER BY wake_at
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED
+    """
 )
 _INSERT_SAGA = saga.insert()
 _LOAD_STEPS = (

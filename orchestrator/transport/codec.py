@@ -40,7 +40,8 @@ def _rfc3339(at: datetime) -> str:
 
 
 def encode(message: messages.Message) -> bytes:
-    return json.dumps(to_dict(message), separators=(",", ":")).encode()
+    """Strict JSON: NaN and Infinity, which no reader takes, raise ValueError here."""
+    return json.dumps(to_dict(message), separators=(",", ":"), allow_nan=False).encode()
 
 
 def decode(raw: bytes | None) -> messages.Message:

@@ -105,7 +105,18 @@ async def apply_batch(
         except GaveUpError as exc:
             log.info("batch_applied_one_by_one", size=len(batch), error=describe(exc.cause))
     for record in records:
-        await apply_one(record)
+        try:
+            await apply_one(record)
+        except Exception as exc:  # a bug on the dead-letter path: log it, go on with the rest
+            metrics.DEAD_LETTER_FAILURES.labels(record.topic).inc()
+            log.error(
+                "record_failed",
+                error=describe(exc),
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+                exc_info=exc,
+            )
 
 
 def _reason(exc: BaseException) -> str:

@@ -57,12 +57,14 @@ _MARK_PUBLISHED = (
 )
 _COUNT_FAILURE = (
     outbox.update()
-    .where(outbox.c.id == sa.bindparam("row_id"))
+    .where(outbox.c.id == sa.bindparam("row_id"), outbox.c.published_at.is_(None))
     .values(attempts=outbox.c.attempts + 1, last_error=sa.bindparam("error"))
     .returning(outbox.c.attempts)
 )
 _PARK_ROW = (
-    outbox.update().where(outbox.c.id == sa.bindparam("row_id")).values(parked_at=sa.func.now())
+    outbox.update()
+    .where(outbox.c.id == sa.bindparam("row_id"), outbox.c.published_at.is_(None))
+    .values(parked_at=sa.func.now())
 )
 _PARK_SAGA = (
     saga.update()
@@ -172,13 +174,12 @@ class OutboxRelay:
         published again (consumers ignore the repeats).
         """
         async with self._engine.begin() as conn:
-            leased = await conn.scalar(_TAKE_LEASE, {"owner": self._owner, "ttl": self._lease_s})
-            if not leased:
+            if not await self._lease(conn):
                 return 0, 0
             rows = (await conn.execute(_UNPUBLISHED, {"limit": self._batch_size})).all()
         if not rows:
             return 0, 0
-        outcomes = await self._publisher.publish_each(
+        outcomes = await self._publish_holding_the_lease(
             [
                 Record(r.topic, r.key, r.value, [(k, v.encode()) for k, v in r.headers.items()])
                 for r in rows
@@ -200,6 +201,34 @@ class OutboxRelay:
             log.debug("outbox_relayed", count=len(published))
         return len(published), left
 
+    async def _lease(self, conn: AsyncConnection) -> bool:
+        """Take the lease, or renew it: True while this relay holds it."""
+        return bool(await conn.scalar(_TAKE_LEASE, {"owner": self._owner, "ttl": self._lease_s}))
+
+    async def _publish_holding_the_lease(
+        self, records: list[Record]
+    ) -> list[BaseException | None]:
+        """Publish, renewing the lease while the broker takes its time (up to its request
+        timeout), so that no other relay sends the same rows meanwhile."""
+        publishing = asyncio.ensure_future(self._publisher.publish_each(records))
+        try:
+            while not publishing.done():
+                await asyncio.wait({publishing}, timeout=self._lease_s / 3)
+                if publishing.done():
+                    break
+                error: str | None = None
+                try:
+                    async with self._engine.begin() as conn:
+                        held = await self._lease(conn)
+                except Exception as exc:
+                    held, error = False, describe(exc)
+                if not held:  # sent records cannot be called back; consumers drop repeats
+                    log.warning("outbox_lease_lost_while_publishing", error=error)
+            return publishing.result()
+        finally:
+            if not publishing.done():
+                publishing.cancel()
+
     async def _parked(self, conn: AsyncConnection, row: Any, error: BaseException) -> bool:
         """Park the row if the broker refused it for good; False when it goes again."""
         fault = classify(error)
@@ -208,6 +237,8 @@ class OutboxRelay:
             log.warning("outbox_row_not_published", row_id=row.id, error=reason)
             return False
         attempts = await conn.scalar(_COUNT_FAILURE, {"row_id": row.id, "error": reason})
+        if attempts is None:  # another relay published it meanwhile
+            return True
         if fault is Fault.DOUBTFUL and (attempts or 0) < self._max_attempts:
             log.warning("outbox_row_not_published", row_id=row.id, error=reason, attempt=attempts)
             return False
@@ -218,7 +249,9 @@ class OutboxRelay:
         if saga_id is None:
             return True
         why = f"a message to {row.topic} could not be published: {reason}"
-        await conn.execute(_PARK_SAGA, {"saga_id": saga_id, "reason": why})
+        marked = await conn.execute(_PARK_SAGA, {"saga_id": saga_id, "reason": why})
+        if not marked.rowcount:  # no such saga (any more)
+            return True
         detail = {"outbox_id": row.id, "topic": row.topic, "reason": reason, "attempts": attempts}
         await conn.execute(_NOTE_PARKED, {"saga_id": saga_id, "detail": detail})
         return True

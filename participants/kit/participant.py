@@ -13,8 +13,10 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import psycopg
 import sqlalchemy as sa
 import structlog
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -225,8 +227,6 @@ class CommandProcessor:
             return refused("compensated", "the step was already compensated; not applied")
         if state == "applied":
             return succeeded(**(data or {}))
-        if _expired(command):
-            return _EXPIRED
         result = await self._run_handler(conn, self._p.actions[command.message_type], command)
         if result.outcome is messages.Outcome.SUCCESS:
             batch.set_state(command, "applied", dict(result.data))
@@ -263,7 +263,7 @@ class CommandProcessor:
                 if result.outcome is not messages.Outcome.SUCCESS:
                     await savepoint.rollback()
         except Exception as exc:
-            if faults.classify(exc) is faults.Fault.TRANSIENT:
+            if _database_away(exc):
                 raise
             log.error(
                 "handler_failed",
@@ -276,10 +276,21 @@ class CommandProcessor:
         return result
 
 
+def _database_away(exc: Exception) -> bool:
+    """The transaction itself is lost (connection, deadlock, failover): retry the batch.
+    Any other error, a time-out calling another service included, is the handler's."""
+    return isinstance(exc, sa_exc.DBAPIError | psycopg.Error) and (
+        faults.classify(exc) is faults.Fault.TRANSIENT
+    )
+
+
 _EXPIRED = retryable("expired", "the command arrived after its deadline; not applied")
 
 
 def _expired(command: messages.Message) -> bool:
-    """Past its deadline the orchestrator has moved on (a new attempt, the compensation, or
-    an operator's skip): applying the command then could double an effect."""
+    """A compensation past its deadline is not applied: the orchestrator has moved on to a
+    new attempt, or an operator has skipped it and undone the effect by hand, and applying
+    it then would undo twice. (An action that arrives late is still applied: the orchestrator
+    takes a late success, and its compensation, always after it on the partition, undoes it.)
+    """
     return command.deadline is not None and datetime.now(UTC) > command.deadline

@@ -1,5 +1,5 @@
 """A handler that raises answers `retryable` with the reason, undoing what it wrote; a
-command past its deadline is not applied."""
+compensation past its deadline is not applied."""
 
 from __future__ import annotations
 
@@ -75,15 +75,30 @@ async def test_a_handler_that_raises_replies_retryable_and_writes_nothing(
     assert await stock(engine) == 10
 
 
-async def test_a_command_past_its_deadline_is_not_applied(engine: AsyncEngine) -> None:
+async def test_a_compensation_past_its_deadline_is_not_applied_a_late_action_is(
+    engine: AsyncEngine,
+) -> None:
     publisher = CollectingPublisher()
     processor = CommandProcessor(PARTICIPANT, engine, publisher, "replies")  # type: ignore[arg-type]
-    late = reserve(3, deadline=datetime.now(UTC) - timedelta(seconds=1))
-    on_time = reserve(2, deadline=datetime.now(UTC) + timedelta(seconds=30))
+    past, future = datetime.now(UTC) - timedelta(seconds=1), datetime.now(UTC) + timedelta(30)
+    late_action = reserve(3, deadline=past)
+    release = dataclasses.replace(
+        late_action, message_type="inventory.release", payload={}, deadline=past
+    )
 
-    await processor.process_many([late, on_time])
+    await processor.process(late_action)
+    await processor.process(dataclasses.replace(release, message_id=messages.new_id()))
+    after_expired = await stock(engine)
+    await processor.process(
+        dataclasses.replace(release, message_id=messages.new_id(), attempt=2, deadline=future)
+    )
 
     replies = [codec.decode(r.value) for r in publisher.records]
-    assert [r.outcome for r in replies] == [messages.Outcome.RETRYABLE, messages.Outcome.SUCCESS]
-    assert replies[0].error["code"] == "expired"
-    assert await stock(engine) == 8
+    assert [r.outcome for r in replies] == [
+        messages.Outcome.SUCCESS,
+        messages.Outcome.RETRYABLE,
+        messages.Outcome.SUCCESS,
+    ]
+    assert replies[1].error["code"] == "expired"
+    assert after_expired == 7
+    assert await stock(engine) == 10

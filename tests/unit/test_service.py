@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from orchestrator.saga import messages
+from orchestrator.saga.definition import DefinitionRegistry
 from orchestrator.saga.errors import (
     IdempotencyConflictError,
     InvalidSagaInputError,
@@ -191,7 +192,7 @@ async def test_the_same_idempotency_key_and_request_return_the_same_saga(
         await service.start_saga("order", {**ORDER_INPUT, "orderId": "o-2"}, idempotency_key="k-1")
 
 
-async def test_a_saga_that_cannot_be_decided_is_parked_and_the_others_fire(
+async def test_a_saga_no_worker_can_decide_is_parked_and_the_others_fire(
     db: FakeDatabase, service: SagaService
 ) -> None:
     clock = MovableClock()
@@ -201,14 +202,43 @@ async def test_a_saga_that_cannot_be_decided_is_parked_and_the_others_fire(
     good, _ = await service.start_saga("order", ORDER_INPUT)
     clock.at += timedelta(seconds=31)  # past both reservations' deadlines
 
-    assert await service.fire_timers() == 2
+    assert await service.fire_timers() == 1  # the ghost is left to a worker that knows it
+    assert db.sagas[good.id].steps["reserve_inventory"].status == "retry_wait"
+    assert db.sagas[ghost.id].parked is None
+
+    clock.at += timedelta(seconds=61)  # nobody decided it: it is orphaned
+    assert await service.fire_timers() == 2  # the good one's retry, and the ghost
 
     assert db.sagas[ghost.id].parked is not None
     assert "retired" in db.sagas[ghost.id].parked
     assert db.sagas[ghost.id].wake_at is None  # claimed no more
-    assert db.sagas[good.id].steps["reserve_inventory"].status == "retry_wait"
-    kinds = {(saga_id, e.kind) for saga_id, e in db.timeline}
-    assert (ghost.id, "saga_parked") in kinds
+    assert db.sagas[good.id].steps["reserve_inventory"].attempt == 2
+    kinds = [(saga_id, e.kind) for saga_id, e in db.timeline]
+    assert kinds.count((ghost.id, "saga_parked")) == 1
     assert (good.id, "step_timed_out") in kinds
+    clock.at += timedelta(seconds=3600)
+    assert await service.fire_timers() == 1  # the good one; the parked one rests
+
+
+async def test_a_saga_whose_payload_builder_raises_is_parked_at_once(
+    db: FakeDatabase, service: SagaService
+) -> None:
+    clock = MovableClock()
+    db.clock = clock
+    definition = build_registry().get("order")
+    first = definition.steps[0]
+    raising = dataclasses.replace(first, build=lambda saga_input, context: {"n": 1 / 0})
+    registry = DefinitionRegistry()
+    registry.register(dataclasses.replace(definition, steps=(raising, *definition.steps[1:])))
+    saga, _ = await service.start_saga("order", ORDER_INPUT)
+    broken = SagaService(db, registry, topic_of)
+    clock.at += timedelta(seconds=31)
+    assert await broken.fire_timers() == 1  # timed out: a retry is scheduled
     clock.at += timedelta(seconds=60)
-    assert await service.fire_timers() == 1  # the good one's retry; the parked one rests
+
+    assert await broken.fire_timers() == 1  # the retry builds its payload, which raises
+
+    assert db.sagas[saga.id].parked is not None
+    assert "ZeroDivisionError" in db.sagas[saga.id].parked
+    assert db.sagas[saga.id].steps["reserve_inventory"].status == "retry_wait"  # unchanged
+    assert await broken.fire_timers() == 0
