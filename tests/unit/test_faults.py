@@ -106,3 +106,9 @@ async def test_poison_is_given_up_at_once() -> None:
     with pytest.raises(GaveUpError):
         await retrying(attempt, max_backoff_s=0.001)
     assert attempt.calls == 1
+
+
+def test_a_reason_with_a_lone_surrogate_can_be_encoded_anywhere() -> None:
+    reason = describe(ValueError("type 'inventory.reserve\ud800.reply' is unknown"))
+    assert reason.encode()  # a Kafka header, a log line, a text column
+    assert "\\ud800" in reason
