@@ -13,12 +13,5 @@ from tests.e2e.system import System
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     database_url, kafka = service_urls()
     workdir: Path = tmp_path_factory.mktemp("system")
-    system = System(database_url, kafka, workdir)
-    system.create_database()
-    try:
-        system.start_all()
+    with System(database_url, kafka, workdir).running() as system:
         yield system
-    finally:
-        system.stop_all()
-        system.delete_topics()
-        system.drop_database()

@@ -133,10 +133,32 @@ class System:
         """SIGKILL: no clean-up, no offset commit, no goodbye to the consumer group."""
         self.stop(name, signal.SIGKILL)
 
-    def stop_all(self) -> None:
-        for name in list(self.processes):
-            self.stop(name)
+    def stop_all(self, grace_s: float = 15) -> None:
+        """SIGTERM to every process at once, SIGKILL to those still running after the grace."""
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.terminate()
+        deadline = time.monotonic() + grace_s
+        for process in self.processes.values():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.processes.clear()
         self.api.close()
+
+    @contextmanager
+    def running(self, participants: list[str] | None = None) -> Iterator[System]:
+        """The whole system on a database and topics of its own, removed afterwards."""
+        self.create_database()
+        try:
+            self.start_all(participants)
+            yield self
+        finally:
+            self.stop_all()
+            self.delete_topics()
+            self.drop_database()
 
     def delete_topics(self) -> None:
         async def delete() -> None:

@@ -41,14 +41,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
         "SAGA_DEFINITIONS": WORKER_DEFINITIONS,
         "SAGA_TIMER_ORPHANED_AFTER_S": str(ORPHANED_AFTER_S),
     }
-    system.create_database()
-    try:
-        system.start_all(participants=PARTICIPANTS)
+    with system.running(PARTICIPANTS):
         yield system
-    finally:
-        system.stop_all()
-        system.delete_topics()
-        system.drop_database()
 
 
 def kinds(saga: dict[str, Any], kind: str, step: str | None = None) -> list[dict[str, Any]]:

@@ -18,7 +18,6 @@ import dataclasses
 import json
 import random
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -61,31 +60,8 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """A system of this module's own: its logs show what the poison did and nothing else."""
     database_url, kafka = service_urls()
     workdir: Path = tmp_path_factory.mktemp("poison")
-    system = System(database_url, kafka, workdir)
-    system.create_database()
-    try:
-        system.start_all()
+    with System(database_url, kafka, workdir).running() as system:
         yield system
-    finally:
-        stop_together(system)
-        system.stop_all()
-        system.delete_topics()
-        system.drop_database()
-
-
-def stop_together(system: System) -> None:
-    """SIGTERM to every process at once, SIGKILL to those still running after the grace: a
-    consumer the poison left hanging must not hold up the suite for long."""
-    for process in system.processes.values():
-        if process.poll() is None:
-            process.terminate()
-    deadline = time.monotonic() + STOP_GRACE_S
-    for process in system.processes.values():
-        try:
-            process.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 # -- publishing, reading back ---------------------------------------------------------------
