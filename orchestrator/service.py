@@ -205,7 +205,9 @@ class SagaService:
         decisions = []
         async with self._uow.transaction() as store:
             due = await store.claim_due(limit, self._known, self._orphaned_after_s)
-            sagas = await store.load_many(due, for_update=True) if due else {}
+            if not due:
+                return 0
+            sagas = await store.load_many(due, for_update=True)
             now = await store.now()
             for saga in sagas.values():
                 try:
