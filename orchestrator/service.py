@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -34,6 +35,9 @@ from orchestrator.saga.errors import (
 )
 
 log = structlog.get_logger(__name__)
+
+# A \u0000 escape that is not an escaped backslash followed by "u0000": PostgreSQL stores no NUL
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class ReplyOutcome(enum.StrEnum):
@@ -70,10 +74,14 @@ class SagaService:
         definition = self._registry.get(saga_type, version)
         saga_input = definition.validate_input(raw_input)
         try:
-            size = len(json.dumps(saga_input, separators=(",", ":"), default=str, allow_nan=False))
+            encoded = json.dumps(saga_input, separators=(",", ":"), default=str, allow_nan=False)
         except ValueError:
             problem = {"field": "input", "problem": "NaN and Infinity are not JSON numbers"}
             raise InvalidSagaInputError([problem], "the input is not valid JSON") from None
+        if "u0000" in encoded and _NUL_ESCAPE.search(encoded):
+            problem = {"field": "input", "problem": "a string holds a NUL character (\\u0000)"}
+            raise InvalidSagaInputError([problem], "the input cannot be stored")
+        size = len(encoded)
         if size > self._max_input_bytes:
             raise InputTooLargeError(
                 f"the input is {size} bytes as JSON; at most {self._max_input_bytes} are taken, "

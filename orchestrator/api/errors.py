@@ -8,6 +8,7 @@ import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
 from orchestrator.saga import errors
@@ -68,6 +69,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return response
 
 
+async def _unstorable(request: Request, exc: Exception) -> JSONResponse:
+    """PostgreSQL refused a value of the request (class 22: a NUL, a number out of range)."""
+    log.info("request_value_refused", path=request.url.path, error=type(exc).__name__)
+    return error_response(
+        422, "invalid_value", "a value of the request cannot be stored or compared"
+    )
+
+
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("request_failed", path=request.url.path)
     return error_response(500, "internal_error", "the orchestrator failed; see its log")
@@ -77,4 +86,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(errors.OrchestratorError, _domain_error)
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(sa_exc.DataError, _unstorable)
     app.add_exception_handler(Exception, _unexpected)

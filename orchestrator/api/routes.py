@@ -104,7 +104,9 @@ async def list_sagas(
     status_: Annotated[
         list[SagaStatus] | None, Query(alias="status", description="repeat for several")
     ] = None,
-    saga_type: Annotated[str | None, Query(alias="type")] = None,
+    saga_type: Annotated[
+        str | None, Query(alias="type", max_length=128, pattern=r"^[^\x00]*$")
+    ] = None,
     created_after: datetime | None = None,
     created_before: datetime | None = None,
     updated_before: datetime | None = None,

@@ -261,3 +261,16 @@ def test_metrics_count_what_happened(system: System) -> None:
     assert metric(worker_after, "saga_duration_seconds_count", type="order", status="completed")
     assert "saga_outbox_backlog" in api_after
     assert "saga_consumer_lag{" in worker_after
+
+
+def test_values_the_database_cannot_take_get_a_clear_422(system: System) -> None:
+    sku = new_sku(system, 10)
+    nul_input = system.api.post(
+        "/sagas", json={"type": "order", "input": {**order(sku), "orderId": "o-\u0000"}}
+    )
+    nul_type = system.api.get("/sagas", params={"type": "order\u0000"})
+
+    assert nul_input.status_code == 422, nul_input.text
+    assert "NUL" in nul_input.json()["error"]["details"][0]["problem"]
+    assert nul_type.status_code == 422, nul_type.text
+    assert system.api.get("/readyz").status_code == 200  # the connection and the api are fine

@@ -192,8 +192,10 @@ async def test_an_oversized_row_is_parked_and_the_next_one_is_published(
             )
             async with relaying(relay, publisher):
                 await until_row(engine, normal_id, lambda r: r.published_at is not None, "it")
+                big_row = await until_row(
+                    engine, big_id, lambda r: r.parked_at is not None, "the big row parked"
+                )
             on_topic = await read_topic(kafka, topic)
-        big_row = await outbox_row(engine, big_id)
         reason, parked_entries = await saga_parking(engine, saga_id)
     finally:
         await engine.dispose()

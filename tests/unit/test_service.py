@@ -7,6 +7,7 @@ from orchestrator.saga import messages
 from orchestrator.saga.definition import DefinitionRegistry
 from orchestrator.saga.errors import (
     IdempotencyConflictError,
+    InputTooLargeError,
     InvalidSagaInputError,
     SagaNotFoundError,
 )
@@ -242,3 +243,12 @@ async def test_a_saga_whose_payload_builder_raises_is_parked_at_once(
     assert "ZeroDivisionError" in db.sagas[saga.id].parked
     assert db.sagas[saga.id].steps["reserve_inventory"].status == "retry_wait"  # unchanged
     assert await broken.fire_timers() == 0
+
+
+async def test_an_input_whose_commands_would_outgrow_the_broker_is_refused(
+    db: FakeDatabase,
+) -> None:
+    small = SagaService(db, build_registry(), topic_of, max_input_bytes=100)
+    with pytest.raises(InputTooLargeError, match="at most 100 are taken"):
+        await small.start_saga("order", ORDER_INPUT)
+    assert db.sagas == {}
