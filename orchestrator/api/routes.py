@@ -120,8 +120,14 @@ async def list_sagas(
     cursor: str | None = None,
 ) -> schemas.SagaPage:
     statuses = tuple(s.value for s in status_ or ())
+    created_after, created_before, updated_before = (
+        _aware(t) for t in (created_after, created_before, updated_before)
+    )
     if stuck_for is not None:
-        cutoff = datetime.now(UTC) - parse_duration(stuck_for)
+        try:
+            cutoff = datetime.now(UTC) - parse_duration(stuck_for)
+        except OverflowError:
+            raise InvalidDurationError(f"the duration {stuck_for!r} is too long") from None
         updated_before = min(filter(None, (updated_before, cutoff)))
         statuses = statuses or NON_FINAL
     where = SagaFilter(statuses, saga_type, created_after, created_before, updated_before, parked)
@@ -162,7 +168,9 @@ async def get_timeline(
     saga_id: SagaId,
     sagas: Reader,
     _: Viewer,
-    after: Annotated[int | None, Query(ge=0, description="the last id of the page before")] = None,
+    after: Annotated[
+        int | None, Query(ge=0, le=2**63 - 1, description="the last id of the page before")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> schemas.TimelinePage:
     items = await sagas.timeline_page(saga_id, after, limit) if _is_uuid(saga_id) else None
@@ -257,7 +265,7 @@ async def readyz(request: Request, sagas: Reader) -> dict[str, str]:
     return {"status": "ready"}
 
 
-_DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
+_DURATION = re.compile(r"^(\d{1,9})(s|m|h|d)$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
@@ -266,6 +274,11 @@ def parse_duration(text: str) -> timedelta:
     if match is None:
         raise InvalidDurationError(f"invalid duration {text!r}: use 30s, 10m, 2h or 1d")
     return timedelta(**{_UNITS[match[2]]: int(match[1])})
+
+
+def _aware(at: datetime | None) -> datetime | None:
+    """A time given without a zone is taken as UTC, so that it compares with the others."""
+    return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
 def _is_uuid(value: str) -> bool:

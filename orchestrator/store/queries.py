@@ -169,8 +169,8 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, saga_id = json.loads(raw)
         return datetime.fromisoformat(created_at), str(saga_id)
-    except (ValueError, TypeError) as exc:
-        raise InvalidCursorError(f"the cursor {cursor!r} is not valid") from exc
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InvalidCursorError(f"the cursor {cursor[:100]!r} is not valid") from exc
 
 
 def _summary(row: sa.RowMapping) -> dict[str, Any]:

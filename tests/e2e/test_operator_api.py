@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import threading
 import time
 import uuid
@@ -274,3 +276,39 @@ def test_values_the_database_cannot_take_get_a_clear_422(system: System) -> None
     assert "NUL" in nul_input.json()["error"]["details"][0]["problem"]
     assert nul_type.status_code == 422, nul_type.text
     assert system.api.get("/readyz").status_code == 200  # the connection and the api are fine
+
+
+def cursor_of(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def cursor(value: object) -> str:
+    return cursor_of(json.dumps(value).encode())
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/sagas", {"stuck_for": "1000000000d"}),
+        ("/sagas", {"stuck_for": "9" * 5000 + "s"}),
+        ("/sagas", {"cursor": cursor(["2026-01-01T00:00:00+00:00", "not-a-uuid"])}),
+        ("/sagas", {"cursor": cursor_of(b"[" * 10_000)}),
+        ("/sagas/00000000-0000-4000-8000-000000000000/timeline", {"after": str(2**64)}),
+        ("/sagas/urn:uuid:00000000-0000-4000-8000-000000000000", {}),
+    ],
+    ids=["days", "digits", "cursor-id", "cursor-deep", "after", "urn"],
+)
+def test_malformed_parameters_get_a_4xx_never_a_500(
+    system: System, path: str, params: dict[str, str]
+) -> None:
+    response = system.api.get(path, params=params)
+    assert 400 <= response.status_code < 500, response.text
+    assert response.json()["error"]["message"]
+    assert system.api.get("/readyz").status_code == 200
+
+
+def test_a_time_without_a_zone_is_taken_as_utc(system: System) -> None:
+    response = system.api.get(
+        "/sagas", params={"stuck_for": "10m", "updated_before": "2026-01-01T00:00:00"}
+    )
+    assert response.status_code == 200, response.text
