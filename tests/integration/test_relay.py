@@ -11,6 +11,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -163,10 +164,20 @@ async def until_row(
     return row
 
 
+@pytest.fixture
+async def engine(empty_database: str) -> AsyncIterator[AsyncEngine]:
+    await asyncio.to_thread(migrate.upgrade, empty_database)
+    engine = create_engine(empty_database, 4)
+    yield engine
+    await engine.dispose()
+
+
 @contextlib.asynccontextmanager
-async def relaying(relay: OutboxRelay, publisher: Publisher) -> AsyncIterator[None]:
-    """The relay runs in a task until the block ends; then it and its producer stop."""
-    running = asyncio.create_task(relay.run())
+async def relaying(engine: AsyncEngine, **options: Any) -> AsyncIterator[None]:
+    """A real relay on the real broker runs in a task until the block ends."""
+    _, kafka = service_urls()
+    publisher = Publisher(kafka, "test-relay")
+    running = asyncio.create_task(OutboxRelay(engine, publisher, **options).run())
     try:
         yield
     finally:
@@ -176,29 +187,22 @@ async def relaying(relay: OutboxRelay, publisher: Publisher) -> AsyncIterator[No
 
 
 async def test_an_oversized_row_is_parked_and_the_next_one_is_published(
-    empty_database: str,
+    engine: AsyncEngine,
 ) -> None:
     _, kafka = service_urls()
-    await asyncio.to_thread(migrate.upgrade, empty_database)
-    engine = create_engine(empty_database, 4)
-    publisher = Publisher(kafka, "test-relay")
-    relay = OutboxRelay(engine, publisher, poll_interval_s=0.2)
-    try:
-        async with fresh_topic(kafka) as topic:
-            saga_id = await insert_saga(engine)
-            big = b"x" * 1_100_000  # more than the producer's 1 MiB max request size
-            big_id, normal_id = await insert_rows(
-                engine, [(topic, saga_id, big), (topic, saga_id, b"after the big one")]
+    async with fresh_topic(kafka) as topic:
+        saga_id = await insert_saga(engine)
+        big = b"x" * 1_100_000  # more than the producer's 1 MiB max request size
+        big_id, normal_id = await insert_rows(
+            engine, [(topic, saga_id, big), (topic, saga_id, b"after the big one")]
+        )
+        async with relaying(engine, poll_interval_s=0.2):
+            await until_row(engine, normal_id, lambda r: r.published_at is not None, "it")
+            big_row = await until_row(
+                engine, big_id, lambda r: r.parked_at is not None, "the big row parked"
             )
-            async with relaying(relay, publisher):
-                await until_row(engine, normal_id, lambda r: r.published_at is not None, "it")
-                big_row = await until_row(
-                    engine, big_id, lambda r: r.parked_at is not None, "the big row parked"
-                )
-            on_topic = await read_topic(kafka, topic)
-        reason, parked_entries = await saga_parking(engine, saga_id)
-    finally:
-        await engine.dispose()
+        on_topic = await read_topic(kafka, topic)
+    reason, parked_entries = await saga_parking(engine, saga_id)
     assert on_topic == [b"after the big one"]  # once: it was not sent again
     assert big_row.parked_at is not None
     assert big_row.published_at is None
@@ -208,31 +212,24 @@ async def test_an_oversized_row_is_parked_and_the_next_one_is_published(
 
 
 async def test_a_row_for_a_missing_topic_holds_up_no_other_and_is_parked_after_its_attempts(
-    empty_database: str,
+    engine: AsyncEngine,
 ) -> None:
     _, kafka = service_urls()
-    await asyncio.to_thread(migrate.upgrade, empty_database)
-    engine = create_engine(empty_database, 4)
-    publisher = Publisher(kafka, "test-relay")
-    relay = OutboxRelay(engine, publisher, poll_interval_s=0.2, max_attempts=2)
     missing = f"test-relay-missing-{uuid.uuid4().hex[:10]}"
-    try:
-        async with fresh_topic(kafka) as topic:
-            saga_id = await insert_saga(engine)
-            lost_id, normal_id = await insert_rows(
-                engine, [(missing, saga_id, b"to nowhere"), (topic, saga_id, b"to somewhere")]
+    async with fresh_topic(kafka) as topic:
+        saga_id = await insert_saga(engine)
+        lost_id, normal_id = await insert_rows(
+            engine, [(missing, saga_id, b"to nowhere"), (topic, saga_id, b"to somewhere")]
+        )
+        async with relaying(engine, poll_interval_s=0.2, max_attempts=2):
+            started = time.monotonic()
+            await until_row(engine, normal_id, lambda r: r.published_at is not None, "it")
+            normal_after_s = time.monotonic() - started
+            lost = await until_row(
+                engine, lost_id, lambda r: r.parked_at is not None, "the lost row parked"
             )
-            async with relaying(relay, publisher):
-                started = time.monotonic()
-                await until_row(engine, normal_id, lambda r: r.published_at is not None, "it")
-                normal_after_s = time.monotonic() - started
-                lost = await until_row(
-                    engine, lost_id, lambda r: r.parked_at is not None, "the lost row parked"
-                )
-            on_topic = await read_topic(kafka, topic)
-        reason, parked_entries = await saga_parking(engine, saga_id)
-    finally:
-        await engine.dispose()
+        on_topic = await read_topic(kafka, topic)
+    reason, parked_entries = await saga_parking(engine, saga_id)
     assert normal_after_s < 5, f"the normal row waited {normal_after_s:.1f}s on the missing topic"
     assert on_topic == [b"to somewhere"]  # once: it was not sent again
     assert lost.published_at is None
