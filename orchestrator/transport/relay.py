@@ -174,11 +174,10 @@ class OutboxRelay:
         published again (consumers ignore the repeats).
         """
         async with self._engine.begin() as conn:
-            if not await self._lease(conn):
-                return 0, 0
             rows = (await conn.execute(_UNPUBLISHED, {"limit": self._batch_size})).all()
-        if not rows:
-            return 0, 0
+            # the lease only when there is work: an idle relay writes nothing
+            if not rows or not await self._lease(conn):
+                return 0, 0
         outcomes = await self._publish_holding_the_lease(
             [
                 Record(r.topic, r.key, r.value, [(k, v.encode()) for k, v in r.headers.items()])
