@@ -12,13 +12,15 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from orchestrator.saga import machine
+
 app = typer.Typer(
     name="sagas", help="Query and act on sagas through the api.", no_args_is_help=True
 )
 out = Console()
 err = Console(stderr=True)
 
-FINAL = ("completed", "compensated", "failed")
+SETTLED = tuple(s.value for s in machine.SETTLED)
 STATUS_STYLE = {
     "running": "cyan",
     "compensating": "yellow",
@@ -201,7 +203,7 @@ def watch(
         for e in saga["timeline"][seen:]:
             out.print(f"{e['at'][11:23]}  {e['kind']:<24} {e['step'] or ''}", highlight=False)
         seen = len(saga["timeline"])
-        if saga["status"] in FINAL:
+        if saga["status"] in SETTLED:
             out.print(f"{saga_id} is {_status(saga['status'])}")
             return
         if time.monotonic() > deadline:

@@ -24,10 +24,9 @@ from typing import Any, Literal
 from orchestrator.saga import messages, operations
 from orchestrator.saga import saga as core
 from orchestrator.saga.definition import SagaDefinition
-from orchestrator.saga.machine import SagaStatus
+from orchestrator.saga.machine import SETTLED, SagaStatus
 
 Scripted = Literal["success", "failure", "retryable", "no_reply"]
-FINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED, SagaStatus.FAILED})
 
 
 class SagaHarness:
@@ -109,7 +108,7 @@ class SagaHarness:
                 return self.saga
             if self._inbox:
                 self._answer(self._inbox.popleft())
-            elif self.saga.status in FINAL or self.saga.wake_at is None:
+            elif self.saga.status in SETTLED or self.saga.wake_at is None:
                 return self.saga
             else:
                 self.advance((self.saga.wake_at - self.now).total_seconds())

@@ -16,7 +16,7 @@ from orchestrator.api import auth, schemas
 from orchestrator.saga.errors import InvalidQueryError, SagaNotFoundError
 from orchestrator.saga.machine import SagaStatus
 from orchestrator.service import SagaService
-from orchestrator.store.queries import NON_FINAL, SagaFilter, SqlSagaReader
+from orchestrator.store.queries import NOT_TERMINAL, SagaFilter, SqlSagaReader
 from orchestrator.transport import codec
 
 router = APIRouter()
@@ -129,7 +129,7 @@ async def list_sagas(
         except OverflowError:
             raise InvalidDurationError(f"the duration {stuck_for!r} is too long") from None
         updated_before = min(filter(None, (updated_before, cutoff)))
-        statuses = statuses or NON_FINAL
+        statuses = statuses or NOT_TERMINAL
     where = SagaFilter(statuses, saga_type, created_after, created_before, updated_before, parked)
     items, next_cursor = await sagas.list_sagas(where, limit, cursor)
     return schemas.SagaPage.model_validate({"items": items, "next_cursor": next_cursor})

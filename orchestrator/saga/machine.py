@@ -20,7 +20,11 @@ class SagaStatus(enum.StrEnum):
     FAILED = "failed"
 
 
-FINAL_SAGA_STATUSES = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+# The status sets, defined here once. ACTIVE: the engine moves the saga (replies, timers).
+# TERMINAL: it never moves again. FAILED is neither: it waits for an operator.
+ACTIVE = frozenset({SagaStatus.RUNNING, SagaStatus.COMPENSATING})
+TERMINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
+SETTLED = TERMINAL | {SagaStatus.FAILED}  # nothing happens without an operator
 
 
 class StepStatus(enum.StrEnum):

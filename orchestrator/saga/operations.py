@@ -12,7 +12,7 @@ from datetime import datetime
 
 from orchestrator.saga.definition import SagaDefinition
 from orchestrator.saga.errors import OperatorActionRefusedError
-from orchestrator.saga.machine import SagaStatus, StepStatus
+from orchestrator.saga.machine import TERMINAL, SagaStatus, StepStatus
 from orchestrator.saga.saga import (
     Decision,
     Saga,
@@ -22,8 +22,6 @@ from orchestrator.saga.saga import (
     pivot_passed,
 )
 
-FINAL = frozenset({SagaStatus.COMPLETED, SagaStatus.COMPENSATED})
-
 
 def abort(
     saga: Saga, definition: SagaDefinition, now: datetime, actor: str, reason: str
@@ -31,7 +29,7 @@ def abort(
     """Compensate now: a running (or failed) saga that has not passed its pivot."""
     decision = Decision(copy.deepcopy(saga), definition, now)
     status = decision.saga.status
-    if status in FINAL:
+    if status in TERMINAL:
         raise OperatorActionRefusedError(f"the saga is already {status.value}")
     if status is SagaStatus.COMPENSATING:
         return decision  # aborted already, or compensating on its own: nothing new
@@ -63,7 +61,7 @@ def retry(
         decision.saga.parked = None
         if status is not SagaStatus.FAILED:
             return decision
-    elif status in FINAL:
+    elif status in TERMINAL:
         raise OperatorActionRefusedError(f"the saga is already {status.value}")
     elif status is not SagaStatus.FAILED:
         return decision  # resumed already: nothing new

@@ -16,6 +16,7 @@ from typing import Any
 from orchestrator.saga import messages
 from orchestrator.saga.definition import PayloadBuilder, SagaDefinition, Step
 from orchestrator.saga.machine import (
+    ACTIVE,
     SagaMachine,
     SagaStatus,
     StepMachine,
@@ -80,7 +81,7 @@ class Saga:
     @property
     def wake_at(self) -> datetime | None:
         """When the clock next matters to this saga: a deadline or a retry time."""
-        if self.status not in (SagaStatus.RUNNING, SagaStatus.COMPENSATING) or self.parked:
+        if self.status not in ACTIVE or self.parked:
             return None
         times = [t for s in self.steps.values() for t in (s.deadline, s.next_attempt_at) if t]
         return min(times, default=None)
@@ -171,7 +172,7 @@ def handle_reply(
     step = _find_step(definition, reply.step)
     if state is None or step is None:
         _ignore(decision, reply, "the saga has no such step")
-    elif decision.saga.status not in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
+    elif decision.saga.status not in ACTIVE:
         _ignore(decision, reply, f"the saga is {decision.saga.status.value}", "late_reply")
     elif reply.replied_command_type == step.command:
         _on_action_reply(decision, step, state, reply)
@@ -187,7 +188,7 @@ def handle_timers(saga: Saga, definition: SagaDefinition, now: datetime) -> Deci
     decision = Decision(copy.deepcopy(saga), definition, now)
     for step in definition.steps:
         state = decision.saga.steps[step.name]
-        if decision.saga.status not in (SagaStatus.RUNNING, SagaStatus.COMPENSATING):
+        if decision.saga.status not in ACTIVE:
             break
         if state.deadline is not None and state.deadline <= now:
             _on_deadline(decision, step, state)

@@ -12,9 +12,10 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.saga.errors import InvalidQueryError
+from orchestrator.saga.machine import TERMINAL, SagaStatus
 from orchestrator.store.tables import outbox, saga, saga_step, saga_timeline
 
-NON_FINAL = ("running", "compensating", "failed")
+NOT_TERMINAL = tuple(sorted(s.value for s in SagaStatus if s not in TERMINAL))
 
 
 class InvalidCursorError(InvalidQueryError):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql as pg
 
+from orchestrator.saga.machine import SagaStatus
+
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
     "uq": "uq_%(table_name)s_%(column_0_N_name)s",
@@ -38,8 +40,7 @@ saga = sa.Table(
     sa.Column("parked_reason", sa.Text, nullable=True),
     sa.Column("parked_at", sa.DateTime(timezone=True), nullable=True),
     sa.CheckConstraint(
-        "status IN ('running', 'compensating', 'completed', 'compensated', 'failed')",
-        name="status_known",
+        f"status IN ({', '.join(repr(s.value) for s in SagaStatus)})", name="status_known"
     ),
     sa.Index(None, "status", "updated_at"),
     sa.Index(None, "created_at", "id"),
