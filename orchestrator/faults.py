@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -131,6 +132,15 @@ def printable(text: str, limit: int = 500) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# A \u0000 escape that is not an escaped backslash followed by "u0000"
+_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def holds_nul(json_text: str) -> bool:
+    """Whether JSON text holds a NUL character, which PostgreSQL stores nowhere."""
+    return "u0000" in json_text and _NUL_ESCAPE.search(json_text) is not None
+
+
 class GaveUpError(Exception):
     """A fault that is poison, or a doubtful one that persisted: `cause` says which."""
 
@@ -144,7 +154,6 @@ async def retrying(
     *,
     doubtful_tries: int = 4,
     max_backoff_s: float = 5.0,
-    what: str = "",
 ) -> T:
     """Run `attempt` until it succeeds: transient faults are retried for as long as they
     last, doubtful ones `doubtful_tries` times; poison raises GaveUpError at once."""
@@ -161,7 +170,6 @@ async def retrying(
                 raise GaveUpError(exc) from exc
             log.warning(
                 "transient_failure_retrying",
-                what=what or None,
                 fault=fault.value,
                 error=describe(exc),
                 retry_in_s=backoff,

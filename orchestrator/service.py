@@ -5,7 +5,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -14,7 +13,7 @@ from typing import Any
 import structlog
 
 from orchestrator import metrics
-from orchestrator.faults import printable
+from orchestrator.faults import holds_nul, printable
 from orchestrator.ports import (
     DuplicateIdempotencyKeyError,
     Idempotency,
@@ -35,9 +34,6 @@ from orchestrator.saga.errors import (
 )
 
 log = structlog.get_logger(__name__)
-
-# A \u0000 escape that is not an escaped backslash followed by "u0000": PostgreSQL stores no NUL
-_NUL_ESCAPE = re.compile(r"(?<!\\)(?:\\\\)*\\u0000")
 
 
 class ReplyOutcome(enum.StrEnum):
@@ -78,7 +74,7 @@ class SagaService:
         except ValueError:
             problem = {"field": "input", "problem": "NaN and Infinity are not JSON numbers"}
             raise InvalidSagaInputError([problem], "the input is not valid JSON") from None
-        if "u0000" in encoded and _NUL_ESCAPE.search(encoded):
+        if holds_nul(encoded):
             problem = {"field": "input", "problem": "a string holds a NUL character (\\u0000)"}
             raise InvalidSagaInputError([problem], "the input cannot be stored")
         size = len(encoded)

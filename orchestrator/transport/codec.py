@@ -9,6 +9,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from orchestrator.faults import holds_nul
 from orchestrator.saga import messages
 from orchestrator.saga.errors import UndecodableMessageError
 
@@ -66,7 +67,7 @@ def _decode(raw: bytes) -> messages.Message:
         raise UndecodableMessageError(f"the message is not JSON: {exc}") from None
     if not isinstance(data, dict):
         raise UndecodableMessageError("the message is not a JSON object")
-    if b"u0000" in raw and _NUL_ESCAPE.search(raw):
+    if b"u0000" in raw and holds_nul(raw.decode("utf-8", "replace")):
         raise UndecodableMessageError("the message holds a NUL character (\\u0000)")
     missing = [field for field in _REQUIRED if field not in data]
     if missing:
@@ -103,10 +104,6 @@ def _decode(raw: bytes) -> messages.Message:
     if message.kind is messages.Kind.REPLY:
         _check_reply(message)
     return message
-
-
-# A \u0000 escape that is not itself an escaped backslash followed by "u0000"
-_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 
 
 def _finite(text: str) -> float:

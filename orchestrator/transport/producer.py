@@ -91,11 +91,8 @@ class Publisher:
                 )
             await asyncio.gather(*pending)
         except PRODUCER_STATE_LOST as exc:
-            log.warning("producer_replaced", client_id=self._config["client_id"], error=repr(exc))
             await asyncio.gather(*pending, return_exceptions=True)
-            if self._producer is producer:
-                self._producer = None
-            await producer.stop()  # a second stop, by a concurrent publish, does nothing
+            await self._replace(producer, exc)
             raise
 
     async def publish_each(self, records: Sequence[Record]) -> list[BaseException | None]:
@@ -124,16 +121,23 @@ class Publisher:
         for (i, _), ack in zip(sent, acks, strict=True):
             if isinstance(ack, BaseException):
                 outcomes[i] = ack
-        if any(isinstance(o, PRODUCER_STATE_LOST) for o in outcomes):
-            log.warning("producer_replaced", client_id=self._config["client_id"])
-            if self._producer is producer:
-                self._producer = None
-            await producer.stop()
+        lost = next((o for o in outcomes if isinstance(o, PRODUCER_STATE_LOST)), None)
+        if lost is not None:
+            await self._replace(producer, lost)
         return outcomes
+
+    async def _replace(self, producer: AIOKafkaProducer, error: BaseException) -> None:
+        """Drop a producer the broker no longer takes; the next publish starts a new one."""
+        log.warning("producer_replaced", client_id=self._config["client_id"], error=repr(error))
+        if self._producer is producer:
+            self._producer = None
+        await producer.stop()  # a second stop, by a concurrent publish, does nothing
 
     async def _known(self, producer: AIOKafkaProducer, topic: str) -> BaseException | None:
         """None when the broker knows the topic; the producer would otherwise wait for it for
         its whole request timeout, and every record behind with it."""
+        if producer.client.cluster.partitions_for_topic(topic) is not None:
+            return None  # known from the metadata in hand: no wait, no task
         try:
             await asyncio.wait_for(producer.partitions_for(topic), TOPIC_LOOKUP_S)
         except TimeoutError:
