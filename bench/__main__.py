@@ -5,6 +5,12 @@ database and topic namespace of their own; runs closed loops at several numbers 
 flight, an open loop at a fixed rate and a run with compensations; then stops them and runs
 the floor program (bench/floor.py) the same way. Prints tables and writes
 bench/results/latest.json and bench/results/latency.png.
+
+Besides the closed and open loops through `POST /sagas`: the CPU the idle system uses
+(--idle), and sagas started in batches through `POST /sagas/batch` (--batch) and through
+the ingress topic (--ingress), each by --batch-clients clients that start --batch-size
+sagas and wait for all of them to finish before starting the next batch. PostgreSQL's
+statements (pg_stat_statements) and rows written per saga are counted for every run.
 """
 
 from __future__ import annotations
@@ -24,20 +30,63 @@ from typing import Any
 
 from bench import floor as floor_program
 from bench import hops, probes, report
-from bench.load import SKUS, Load, Outcome, RunResult
+from bench.load import SKUS, Load, Outcome, RunResult, Starter, StartUnavailable
 from bench.report import Summary
-from orchestrator.settings import load_settings
+from orchestrator.settings import Settings, load_settings
 from tests.e2e.system import OPERATOR_TOKEN, System
 
 RESULTS = Path(__file__).resolve().parent / "results"
 TARGETS = {
     "throughput_sagas_per_s": (">=", 300.0),
-    "p50_ms_at_1": ("<=", 30.0),
-    "p99_ms_at_64": ("<=", 250.0),
     "ratio_to_floor": (">=", 0.5),
+    "p50_ms_at_1": ("<=", 25.0),
+    "p50_ratio_to_floor": ("<=", 1.5),
+    "throughput_at_8": (">=", 150.0),
+    "p50_ms_at_8": ("<=", 60.0),
+    "p99_ms_at_64": ("<=", 250.0),
+    "p99_ratio_to_floor": ("<=", 3.0),
+    "cpu_ms_per_saga_at_64": ("<=", 4.0),
+    "pg_cpu_ms_per_saga_at_64": ("<=", 2.0),
+    "idle_cpu_percent": ("<=", 2.0),
+    "batch_start_ratio_to_floor": (">=", 0.7),
+    "ingress_ratio_to_floor": (">=", 0.7),
     "worker_rss_growth": ("<=", 0.10),
     "errors": ("<=", 0),
 }
+# The figures printed after the tables, in this order (all of them are in latest.json).
+HEADLINE = (
+    "throughput_sagas_per_s",
+    "floor_sagas_per_s",
+    "ratio_to_floor",
+    "p50_ms_at_1",
+    "floor_p50_ms_at_1",
+    "p50_ratio_to_floor",
+    "throughput_at_8",
+    "p50_ms_at_8",
+    "p99_ms_at_64",
+    "floor_p99_ms_at_64",
+    "p99_ratio_to_floor",
+    "cpu_ms_per_saga_at_64",
+    "pg_cpu_ms_per_saga_at_64",
+    "floor_pg_cpu_ms_per_saga_at_64",
+    "statements_per_saga",
+    "floor_statements_per_saga",
+    "rows_written_per_saga",
+    "floor_rows_written_per_saga",
+    "idle_cpu_percent",
+    "batch_start_sagas_per_s",
+    "batch_start_ratio_to_floor",
+    "ingress_sagas_per_s",
+    "ingress_ratio_to_floor",
+    "errors",
+    "worker_rss_growth",
+)
+START_PATHS = {  # the figures of each start path
+    "batch": ("batch_start_sagas_per_s", "batch_start_ratio_to_floor"),
+    "ingress": ("ingress_sagas_per_s", "ingress_ratio_to_floor"),
+}
+OWN_PROCESSES = ("api", "worker", "participants")  # the project's, for CPU per saga and idle
+IDLE_SETTLE_S = 3.0  # after the start, before the idle sampling
 
 
 def _options() -> argparse.Namespace:
@@ -53,6 +102,23 @@ def _options() -> argparse.Namespace:
     )
     parser.add_argument("--compensate", type=float, default=0.2, help="share compensated")
     parser.add_argument("--soak", type=float, default=0, help="seconds at 64 in flight")
+    parser.add_argument(
+        "--idle", type=float, default=30, help="seconds of CPU sampling, no sagas (0: skip)"
+    )
+    parser.add_argument(
+        "--batch",
+        type=float,
+        default=None,
+        help="seconds of starts through POST /sagas/batch (default: --duration; 0: skip)",
+    )
+    parser.add_argument(
+        "--ingress",
+        type=float,
+        default=None,
+        help="seconds of starts through the ingress topic (default: --duration; 0: skip)",
+    )
+    parser.add_argument("--batch-size", type=int, default=100, help="sagas per batch")
+    parser.add_argument("--batch-clients", type=int, default=4, help="batches in flight")
     parser.add_argument("--no-floor", action="store_true", help="skip the floor program")
     parser.add_argument(
         "--profile",
@@ -66,7 +132,11 @@ def _options() -> argparse.Namespace:
     )
     options = parser.parse_args()
     if options.smoke:
-        options.levels, options.duration, options.rate = "1,8", 2.0, 5.0
+        options.levels, options.duration, options.rate = "1,8,64", 2.0, 5.0
+        options.idle, options.batch, options.ingress, options.batch_size = 2.0, 2.0, 2.0, 10
+    for path in ("batch", "ingress"):
+        if getattr(options, path) is None:
+            setattr(options, path, options.duration)
     options.levels = [int(level) for level in options.levels.split(",") if level]
     return options
 
@@ -85,6 +155,24 @@ class Bench:
         self.system.env["SAGA_TOPIC_PARTITIONS"] = str(floor_program.PARTITIONS)
         self.system.env["SAGA_LOG_FORMAT"] = "json"
         self.servers = probes.server_pids()
+        self.ingress_topic = _ingress_topic(settings, self.system.namespace)
+        self.not_measured: dict[str, str] = {}  # figure -> why it is null
+        self.statements = False  # pg_stat_statements answers in the bench database
+        self.idle_cpu_percent: float | None = None
+        self.idle_by_process: dict[str, float] = {}  # % of one core
+
+    def enable_statements(self) -> None:
+        """After the bench database is created: can its statements be counted?"""
+        why_not = probes.enable_statements(self.system_db_url)
+        self.statements = why_not is None
+        if why_not:
+            for key in ("statements_per_saga", "floor_statements_per_saga"):
+                self.not_measured[key] = why_not
+            print(f"  statements not counted: {why_not}", flush=True)
+
+    @property
+    def system_db_url(self) -> str:
+        return self.system.database_url.replace("postgresql+psycopg://", "postgresql://", 1)
 
     def pids(self, processes: dict[str, int]) -> dict[str, int]:
         return {**processes, "client": os.getpid(), **self.servers}
@@ -98,14 +186,22 @@ class Bench:
     ) -> tuple[Summary, RunResult, probes.ProcessUsage]:
         prefix = namespace + "."
         offsets_before = await probes.end_offsets(self.kafka, prefix)
-        commits_before = probes.commits(self.system.admin_url, self.system.db_name)
+        database_before = probes.database_counters(self.system.admin_url, self.system.db_name)
+        statements_before = probes.statement_calls(self.system_db_url) if self.statements else {}
         metrics_url = f"http://127.0.0.1:{self.system.worker_metrics_port}/metrics"
         batches_before = probes.batch_sizes(metrics_url)
         with probes.sampling(self.pids(processes)) as sampler:
             result = await run()
         usage = sampler.usage
         await asyncio.sleep(1.2)  # PostgreSQL publishes its counters within a second
-        commits = probes.commits(self.system.admin_url, self.system.db_name) - commits_before
+        database = (
+            probes.database_counters(self.system.admin_url, self.system.db_name) - database_before
+        )
+        statements = (
+            probes.calls_between(statements_before, probes.statement_calls(self.system_db_url))
+            if self.statements
+            else None
+        )
         offsets_after = await probes.end_offsets(self.kafka, prefix)
         per_topic = probes.messages_between(offsets_before, offsets_after)
         hop_ms: dict[str, float] = {}
@@ -114,7 +210,16 @@ class Bench:
             hop_ms = hops.per_hop_ms(result, records)
         cpu = _summed_by_group({**usage.cpu_s, **result.own_cpu_s})
         rss = _summed_by_group({**usage.peak_rss, **result.own_peak_rss})
-        summary = Summary.of(result, commits, sum(per_topic.values()), hop_ms, cpu, rss)
+        summary = Summary.of(
+            result,
+            database.commits,
+            sum(per_topic.values()),
+            hop_ms,
+            cpu,
+            rss,
+            rows_written=database.rows_written,
+            statements=statements,
+        )
         for kind, (total, count) in probes.batch_sizes(metrics_url).items():
             total_before, count_before = batches_before.get(kind, (0.0, 0.0))
             if count > count_before:
@@ -129,8 +234,17 @@ class Bench:
         topic = f"{self.system.namespace}.events"
         runs: list[Summary] = []
         soak: dict[str, Any] | None = None
+        if o.idle:
+            await self.idle(processes, o.idle)
+        else:
+            self.not_measured["idle_cpu_percent"] = "skipped (--idle 0)"
         async with Load(
-            self.system.url, OPERATOR_TOKEN, self.kafka, topic, floor_program.PARTITIONS
+            self.system.url,
+            OPERATOR_TOKEN,
+            self.kafka,
+            topic,
+            floor_program.PARTITIONS,
+            ingress_topic=self.ingress_topic,
         ) as load:
             await load.closed_loop("warm-up", 8, min(3.0, o.duration))
             for level in o.levels:
@@ -161,7 +275,10 @@ class Bench:
                     lambda: load.closed_loop(name, 64, o.duration, o.compensate),
                 )
                 runs.append(summary)
-            if o.soak:
+            runs += await self.start_paths(processes, load)
+            if not o.soak:
+                self.not_measured["worker_rss_growth"] = "skipped (--soak 0)"
+            else:
                 summary, _, usage = await self.measure(
                     processes,
                     self.system.namespace,
@@ -209,6 +326,57 @@ class Bench:
                 process.send_signal(signal.SIGTERM)
                 process.wait(10)
         return summaries
+
+    async def idle(self, processes: dict[str, int], seconds: float) -> None:
+        """CPU of the api, worker and participants with no saga to run, in % of one core."""
+        await asyncio.sleep(min(IDLE_SETTLE_S, seconds))
+        with probes.sampling(processes) as sampler:
+            await asyncio.sleep(seconds)
+        self.idle_by_process = {
+            name: round(100 * cpu_s / seconds, 2) for name, cpu_s in sampler.usage.cpu_s.items()
+        }
+        self.idle_cpu_percent = 100 * sum(sampler.usage.cpu_s.values()) / seconds
+        print(f"  idle {seconds:g} s: {self.idle_cpu_percent:.2f}% of one core"
+              f" {self.idle_by_process}", flush=True)  # fmt: skip
+
+    async def start_paths(self, processes: dict[str, int], load: Load) -> list[Summary]:
+        """The batched runs through `POST /sagas/batch` and the ingress topic."""
+        runs = []
+        for path, seconds, start in (
+            ("batch", self.options.batch, load.post_batch),
+            ("ingress", self.options.ingress, load.produce_starts),
+        ):
+            if not seconds:
+                self.not_measured |= dict.fromkeys(START_PATHS[path], f"skipped (--{path} 0)")
+                continue
+            summary = await self.batched(processes, load, path, start, seconds)
+            runs += [summary] if summary else []
+        return runs
+
+    async def batched(
+        self,
+        processes: dict[str, int],
+        load: Load,
+        path: str,
+        start: Starter,
+        seconds: float,
+    ) -> Summary | None:
+        """A closed loop of batches through one start path; None when the path is missing
+        (the reason goes to not_measured)."""
+        o = self.options
+        try:
+            await load.probe_batch(start, o.batch_size)  # also its warm-up
+        except StartUnavailable as exc:
+            self.not_measured |= dict.fromkeys(START_PATHS[path], str(exc))
+            print(f"  {path}: not measured: {exc}", flush=True)
+            return None
+        name = f"{path} {o.batch_clients}x{o.batch_size}"
+        summary, _, _ = await self.measure(
+            processes,
+            self.system.namespace,
+            lambda: load.batched(name, start, o.batch_clients, o.batch_size, seconds),
+        )
+        return summary
 
     def _profile(self, processes: dict[str, int], seconds: float) -> list[subprocess.Popen[bytes]]:
         """py-spy, sampling each process for the run; collapsed stacks in results/profiles."""
@@ -258,29 +426,54 @@ def _memory_growth(series: list[tuple[float, int]], duration: float) -> dict[str
 
 
 def _document(
-    runs: list[Summary], floor: list[Summary], soak: dict[str, Any] | None
+    runs: list[Summary],
+    floor: list[Summary],
+    soak: dict[str, Any] | None,
+    idle_cpu_percent: float | None = None,
+    not_measured: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    def find(summaries: list[Summary], in_flight: int) -> Summary | None:
-        return next((r for r in summaries if r.name == f"closed {in_flight}"), None) or next(
-            (r for r in summaries if r.name == f"floor {in_flight}"), None
+    def find(summaries: list[Summary], name: str, prefix: bool = False) -> Summary | None:
+        return next(
+            (r for r in summaries if r.name == name or (prefix and r.name.startswith(name))), None
         )
 
-    at_1, at_64 = find(runs, 1), find(runs, 64)
-    floor_1, floor_64 = find(floor, 1), find(floor, 64)
-    throughput = at_64.throughput if at_64 else None
-    floor_throughput = floor_64.throughput if floor_64 else None
-    p50_at_1 = at_1.p50_ms if at_1 else None
-    floor_p50 = floor_1.p50_ms if floor_1 else None
+    at_1, at_8, at_64 = find(runs, "closed 1"), find(runs, "closed 8"), find(runs, "closed 64")
+    floor_1, floor_64 = find(floor, "floor 1"), find(floor, "floor 64")
+    batch, ingress = find(runs, "batch ", prefix=True), find(runs, "ingress ", prefix=True)
+    throughput, floor_throughput = _of(at_64, "throughput"), _of(floor_64, "throughput")
+    figures: dict[str, Any] = {
+        "throughput_sagas_per_s": throughput,
+        "floor_sagas_per_s": floor_throughput,
+        "ratio_to_floor": _ratio(throughput, floor_throughput),
+        "p50_ms_at_1": _of(at_1, "p50_ms"),
+        "floor_p50_ms_at_1": _of(floor_1, "p50_ms"),
+        "p50_ratio_to_floor": _ratio(_of(at_1, "p50_ms"), _of(floor_1, "p50_ms")),
+        "throughput_at_8": _of(at_8, "throughput"),
+        "p50_ms_at_8": _of(at_8, "p50_ms"),
+        "p99_ms_at_64": _of(at_64, "p99_ms"),
+        "floor_p99_ms_at_64": _of(floor_64, "p99_ms"),
+        "p99_ratio_to_floor": _ratio(_of(at_64, "p99_ms"), _of(floor_64, "p99_ms")),
+        "cpu_ms_per_saga_at_64": _cpu_ms(at_64, OWN_PROCESSES),
+        "pg_cpu_ms_per_saga_at_64": _cpu_ms(at_64, ("postgres",)),
+        "floor_pg_cpu_ms_per_saga_at_64": _cpu_ms(floor_64, ("postgres",)),
+        "statements_per_saga": _of(at_64, "statements_per_saga"),
+        "floor_statements_per_saga": _of(floor_64, "statements_per_saga"),
+        "rows_written_per_saga": _of(at_64, "rows_written_per_saga"),
+        "floor_rows_written_per_saga": _of(floor_64, "rows_written_per_saga"),
+        "idle_cpu_percent": idle_cpu_percent,
+        "batch_start_sagas_per_s": _of(batch, "throughput"),
+        "batch_start_ratio_to_floor": _ratio(_of(batch, "throughput"), floor_throughput),
+        "ingress_sagas_per_s": _of(ingress, "throughput"),
+        "ingress_ratio_to_floor": _ratio(_of(ingress, "throughput"), floor_throughput),
+    }
     document: dict[str, Any] = {
-        "throughput_sagas_per_s": _round(throughput),
-        "floor_sagas_per_s": _round(floor_throughput),
-        "ratio_to_floor": _round(_ratio(throughput, floor_throughput), 3),
-        "p50_ms_at_1": _round(p50_at_1),
-        "floor_p50_ms_at_1": _round(floor_p50),
-        "p50_ratio_to_floor": _round(_ratio(p50_at_1, floor_p50), 3),
-        "p99_ms_at_64": _round(at_64.p99_ms if at_64 else None),
+        key: _round(value, 3 if "ratio" in key else 2 if "per_saga" in key else 1)
+        for key, value in figures.items()
+    }
+    document |= {
         "errors": sum(r.errors for r in runs),
         "worker_rss_growth": _round(soak.get("growth"), 3) if soak else None,
+        "not_measured": {k: v for k, v in (not_measured or {}).items() if document.get(k) is None},
         "soak": soak,
         "machine": report.machine(),
         "runs": [dataclasses.asdict(r) for r in runs],
@@ -290,6 +483,17 @@ def _document(
         name: _verdict(document.get(name), goal) for name, goal in TARGETS.items()
     }
     return document
+
+
+def _of(summary: Summary | None, attribute: str) -> float | None:
+    return None if summary is None else getattr(summary, attribute)
+
+
+def _cpu_ms(summary: Summary | None, groups: tuple[str, ...]) -> float | None:
+    """CPU ms per saga of these process groups together; None when none was sampled."""
+    if summary is None or not any(g in summary.cpu_ms_per_saga for g in groups):
+        return None
+    return sum(summary.cpu_ms_per_saga.get(g, 0.0) for g in groups)
 
 
 def _verdict(value: float | None, goal: tuple[str, float]) -> str:
@@ -320,6 +524,12 @@ def _result_of(path: Path, name: str, level: int) -> RunResult:
     return result
 
 
+def _ingress_topic(settings: Settings, namespace: str) -> str:
+    """`<namespace>.starts`: as the settings name it once they know the channel."""
+    topic = settings.model_copy(update={"topic_namespace": namespace}).topic("starts")
+    return topic if topic.endswith(".starts") else f"{namespace}.starts"
+
+
 async def _create_topics(kafka: str, namespace: str) -> None:
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
@@ -343,6 +553,7 @@ def main() -> None:
     system.create_database()
     floor: list[Summary] = []
     try:
+        bench.enable_statements()
         system.start_all(participants=list(floor_program.STEPS))  # the order saga's
         with system.sql() as conn:  # stock enough for any run
             conn.cursor().executemany(
@@ -358,23 +569,15 @@ def main() -> None:
         system.stop_all()
         system.drop_database()
         system.delete_topics()
-    document = _document(runs, floor, soak)
+    document = _document(runs, floor, soak, bench.idle_cpu_percent, bench.not_measured)
+    document["idle_cpu_percent_by_process"] = bench.idle_by_process
     print()
     print(report.tables([*runs, *floor]))
     print()
-    for key in (
-        "throughput_sagas_per_s",
-        "floor_sagas_per_s",
-        "ratio_to_floor",
-        "p50_ms_at_1",
-        "floor_p50_ms_at_1",
-        "p50_ratio_to_floor",
-        "p99_ms_at_64",
-        "errors",
-    ):
-        print(f"{key:<24} {document[key]}")  # fmt: skip
-    if soak:
-        print(f"{'worker_rss_growth':<24} {soak.get('growth')}")
+    for key in HEADLINE:
+        print(f"{key:<32} {document[key]}")
+    for key, why in document["not_measured"].items():
+        print(f"not measured: {key}: {why}")
     for name, verdict in document["targets"].items():
         print(f"target {name:<32} {verdict}")
     report.write_json(options.out / "latest.json", document)

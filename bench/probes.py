@@ -1,5 +1,5 @@
 """What the benchmark measures besides latency: CPU and memory per process, PostgreSQL
-commits, Kafka messages."""
+commits, rows written and statements, Kafka messages."""
 
 from __future__ import annotations
 
@@ -121,12 +121,63 @@ def sampling(pids: dict[str, int]) -> Iterator[ProcessSampler]:
 
 def commits(admin_url: str, database: str) -> int:
     """Transactions committed in a database so far (PostgreSQL flushes this within 1 s)."""
+    return database_counters(admin_url, database).commits
+
+
+@dataclass(frozen=True)
+class DatabaseCounters:
+    commits: int = 0
+    rows_written: int = 0  # rows inserted, updated and deleted
+
+    def __sub__(self, other: DatabaseCounters) -> DatabaseCounters:
+        return DatabaseCounters(
+            self.commits - other.commits, self.rows_written - other.rows_written
+        )
+
+
+def database_counters(admin_url: str, database: str) -> DatabaseCounters:
+    """A database's counters in pg_stat_database so far (flushed within 1 s)."""
     with psycopg.connect(admin_url, autocommit=True) as conn:
         conn.execute("SELECT pg_stat_clear_snapshot()")
         row = conn.execute(
-            "SELECT xact_commit FROM pg_stat_database WHERE datname = %s", (database,)
+            "SELECT xact_commit, tup_inserted + tup_updated + tup_deleted"
+            " FROM pg_stat_database WHERE datname = %s",
+            (database,),
         ).fetchone()
-        return int(row[0]) if row else 0
+        return DatabaseCounters(int(row[0]), int(row[1])) if row else DatabaseCounters()
+
+
+# The snapshot below runs in the measured database: it and CREATE EXTENSION are left out.
+_STATEMENT_CALLS = """
+SELECT userid, queryid, sum(calls)::bigint FROM pg_stat_statements
+WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND query NOT LIKE '%pg_stat_statements%'
+GROUP BY userid, queryid
+"""
+
+
+def enable_statements(database_url: str) -> str | None:
+    """pg_stat_statements in a database: None when it answers, else why not. It needs the
+    server to preload the library (deploy/local/services configures it)."""
+    try:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute(_STATEMENT_CALLS).fetchall()
+    except psycopg.Error as exc:
+        return f"pg_stat_statements: {str(exc).strip().splitlines()[0]}"
+    return None
+
+
+def statement_calls(database_url: str) -> dict[tuple[int, int], int]:
+    """Calls so far of each statement run in the database, by (role, query id)."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        rows = conn.execute(_STATEMENT_CALLS).fetchall()
+    return {(int(r[0]), int(r[1] or 0)): int(r[2]) for r in rows}
+
+
+def calls_between(before: dict[tuple[int, int], int], after: dict[tuple[int, int], int]) -> int:
+    """Statements run between two snapshots (an entry evicted meanwhile is lost)."""
+    return sum(max(0, calls - before.get(key, 0)) for key, calls in after.items())
 
 
 async def end_offsets(bootstrap: str, prefix: str) -> dict[TopicPartition, int]:

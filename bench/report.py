@@ -39,6 +39,8 @@ class Summary:
     cpu_ms_per_saga: dict[str, float] = field(default_factory=dict)
     peak_rss_mb: dict[str, float] = field(default_factory=dict)
     mean_batch: dict[str, float] = field(default_factory=dict)  # the worker's
+    rows_written_per_saga: float | None = None  # inserted, updated, deleted in its database
+    statements_per_saga: float | None = None  # None: no pg_stat_statements
 
     @classmethod
     def of(
@@ -49,6 +51,8 @@ class Summary:
         hops_ms: dict[str, float],
         cpu_s: dict[str, float],
         peak_rss: dict[str, int],
+        rows_written: int | None = None,
+        statements: int | None = None,
     ) -> Summary:
         measured = result.measured
         latencies = [o.latency_s * 1000 for o in measured if o.latency_s is not None]
@@ -73,6 +77,8 @@ class Summary:
             hops_ms=hops_ms,
             cpu_ms_per_saga={k: v * 1000 / done for k, v in cpu_s.items()},
             peak_rss_mb={k: v / 2**20 for k, v in peak_rss.items()},
+            rows_written_per_saga=None if rows_written is None else rows_written / done,
+            statements_per_saga=None if statements is None else statements / done,
         )
 
     @property
@@ -132,11 +138,13 @@ def _breakdown(
 def tables(runs: list[Summary]) -> str:
     main = _table(
         ["run", "load", "sagas", "sagas/s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors",
-         "commits/saga", "msgs/saga", "replies/batch", "rows/relay"],
+         "commits/saga", "stmts/saga", "rows/saga", "msgs/saga", "replies/batch",
+         "rows/relay"],
         [
             [r.name, r.load, str(r.sagas), f"{r.throughput:.1f}", f"{r.p50_ms:.1f}",
              f"{r.p95_ms:.1f}", f"{r.p99_ms:.1f}", f"{r.max_ms:.1f}", str(r.errors),
-             f"{r.commits_per_saga:.2f}", f"{r.messages_per_saga:.2f}",
+             f"{r.commits_per_saga:.2f}", _maybe(r.statements_per_saga),
+             _maybe(r.rows_written_per_saga), f"{r.messages_per_saga:.2f}",
              f"{r.mean_batch.get('replies', 0):.1f}", f"{r.mean_batch.get('outbox', 0):.1f}"]
             for r in runs
         ],
@@ -149,6 +157,10 @@ def tables(runs: list[Summary]) -> str:
         "run (peak RSS MiB)", processes, runs, lambda r: r.peak_rss_mb, 0, total=False
     )
     return "\n\n".join([main, hops, cpu, rss])
+
+
+def _maybe(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:
