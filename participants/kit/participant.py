@@ -16,8 +16,8 @@ from typing import Any
 import psycopg
 import sqlalchemy as sa
 import structlog
+from psycopg.types.json import Jsonb
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator import faults
@@ -78,8 +78,10 @@ class _Batch:
 
     answered: dict[str, bytes]  # message id -> stored reply
     ledger: dict[tuple[str, str], tuple[str, Any]]  # (saga id, step) -> (state, data)
-    new_inbox: list[dict[str, Any]] = dataclasses.field(default_factory=list)
+    new_inbox: list[tuple[str, str, str, str, bytes]] = dataclasses.field(default_factory=list)
     new_ledger: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
+    decided: dict[str, Result] = dataclasses.field(default_factory=dict)  # not to run again
+    alone: bool = False  # one command: its transaction is its savepoint
 
     def set_state(self, command: messages.Message, state: str, data: Any) -> None:
         key = (command.saga_id, command.step)
@@ -101,29 +103,39 @@ class CommandProcessor:
         self._publisher = publisher
         self._replies = replies
         inbox, ledger = participant.inbox, participant.ledger
-        # Built once: the statements every batch runs, with bound parameters.
+        # Built once: the statements every batch runs, with bound parameters. The advisory
+        # lock comes first, in a statement of its own: what the reads see is taken after it.
         self._lock_steps = sa.text(
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
             "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
         )
-        self._find_replies = sa.select(inbox.c.message_id, inbox.c.reply).where(
-            inbox.c.message_id.in_(sa.bindparam("ids", expanding=True))
+        inbox_name = f"{inbox.schema}.{inbox.name}" if inbox.schema else inbox.name
+        ledger_name = f"{ledger.schema}.{ledger.name}" if ledger.schema else ledger.name
+        # the stored replies of these commands and the ledger of their sagas, in one read
+        self._find = sa.text(
+            f"SELECT 'reply' AS kind, message_id::text AS id, NULL AS step, NULL AS state, "
+            f"NULL::jsonb AS data, reply FROM {inbox_name} "
+            "WHERE message_id = ANY(CAST(:ids AS uuid[])) "
+            "UNION ALL "
+            f"SELECT 'state', saga_id::text, step, state, data, NULL FROM {ledger_name} "
+            "WHERE saga_id = ANY(CAST(:sagas AS uuid[]))"
         )
-        self._find_states = (
-            sa.select(ledger.c.saga_id, ledger.c.step, ledger.c.state, ledger.c.data)
-            .where(ledger.c.saga_id.in_(sa.bindparam("sagas", expanding=True)))
-            .with_for_update()
+        # the ledger's new states and the inbox's new replies, in one write
+        self._store = sa.text(
+            f"""
+            WITH states AS (
+                INSERT INTO {ledger_name} (saga_id, step, state, data)
+                SELECT * FROM unnest(CAST(:l_saga AS uuid[]), CAST(:l_step AS text[]),
+                                     CAST(:l_state AS text[]), CAST(:l_data AS jsonb[]))
+                ON CONFLICT (saga_id, step) DO UPDATE
+                SET state = EXCLUDED.state, data = EXCLUDED.data, updated_at = now()
+            )
+            INSERT INTO {inbox_name} (message_id, saga_id, step, command_type, reply)
+            SELECT * FROM unnest(CAST(:i_id AS uuid[]), CAST(:i_saga AS uuid[]),
+                                 CAST(:i_step AS text[]), CAST(:i_type AS text[]),
+                                 CAST(:i_reply AS bytea[]))
+            """
         )
-        self._store_reply = inbox.insert().returning(inbox.c.message_id)  # one multi-row INSERT
-        upsert = insert(ledger)
-        self._store_state = upsert.on_conflict_do_update(
-            index_elements=[ledger.c.saga_id, ledger.c.step],
-            set_={
-                "state": upsert.excluded.state,
-                "data": upsert.excluded.data,
-                "updated_at": sa.func.now(),
-            },
-        ).returning(ledger.c.saga_id)
 
     async def process(self, command: messages.Message) -> None:
         await self.process_many([command])
@@ -139,8 +151,13 @@ class CommandProcessor:
                     f"{self._p.name} does not handle {command.kind.value} {command.message_type!r}"
                 )
         commands = [self._p.contracts.read(c, self._p.reads.get(c.message_type)) for c in commands]
-        async with self._engine.begin() as conn:
-            replies = await self._replies_to(conn, commands)
+        try:
+            async with self._engine.begin() as conn:
+                replies = await self._replies_to(conn, commands, _Batch({}, {}))
+        except _Undo as undo:  # a lone command not applied: store its reply, without effects
+            async with self._engine.begin() as conn:
+                decided = _Batch({}, {}, decided={undo.command.message_id: undo.result})
+                replies = await self._replies_to(conn, commands, decided)
         await self._publisher.publish(
             [
                 Record(self._replies, reply.saga_id, stored, codec.headers(reply))
@@ -149,21 +166,26 @@ class CommandProcessor:
         )
 
     async def _replies_to(
-        self, conn: AsyncConnection, commands: Sequence[messages.Message]
+        self, conn: AsyncConnection, commands: Sequence[messages.Message], batch: _Batch
     ) -> list[tuple[messages.Message, bytes]]:
         """Each command's reply: the stored one for a repeat, else the one applying it gave."""
         # One transaction at a time per saga step, even if two instances hold a partition for
         # a moment during a rebalance: the second waits, then finds the inbox rows.
         keys = sorted({f"{self._p.name}:{c.saga_id}:{c.step}" for c in commands})
         await conn.execute(self._lock_steps, {"keys": keys})
-        found = await conn.execute(self._find_replies, {"ids": [c.message_id for c in commands]})
-        states = await conn.execute(
-            self._find_states, {"sagas": sorted({c.saga_id for c in commands})}
+        found = await conn.execute(
+            self._find,
+            {
+                "ids": [c.message_id for c in commands],
+                "sagas": sorted({c.saga_id for c in commands}),
+            },
         )
-        batch = _Batch(
-            answered={str(r.message_id): bytes(r.reply) for r in found},
-            ledger={(str(r.saga_id), r.step): (r.state, r.data) for r in states},
-        )
+        for row in found:
+            if row.kind == "reply":
+                batch.answered[row.id] = bytes(row.reply)
+            else:
+                batch.ledger[(row.id, row.step)] = (row.state, row.data)
+        batch.alone = len(commands) == 1
         replies = []
         for command in commands:
             stored = batch.answered.get(command.message_id)
@@ -175,19 +197,26 @@ class CommandProcessor:
             stored = codec.encode(reply)
             batch.answered[command.message_id] = stored
             batch.new_inbox.append(
-                {
-                    "message_id": command.message_id,
-                    "saga_id": command.saga_id,
-                    "step": command.step,
-                    "command_type": command.message_type,
-                    "reply": stored,
-                }
+                (command.message_id, command.saga_id, command.step, command.message_type, stored)
             )
             replies.append((reply, stored))
-        if batch.new_ledger:
-            await conn.execute(self._store_state, list(batch.new_ledger.values()))
         if batch.new_inbox:
-            await conn.execute(self._store_reply, batch.new_inbox)
+            states = list(batch.new_ledger.values())
+            inbox = batch.new_inbox
+            await conn.execute(
+                self._store,
+                {
+                    "l_saga": [r["saga_id"] for r in states],
+                    "l_step": [r["step"] for r in states],
+                    "l_state": [r["state"] for r in states],
+                    "l_data": [Jsonb(r["data"]) for r in states],
+                    "i_id": [r[0] for r in inbox],
+                    "i_saga": [r[1] for r in inbox],
+                    "i_step": [r[2] for r in inbox],
+                    "i_type": [r[3] for r in inbox],
+                    "i_reply": [r[4] for r in inbox],
+                },
+            )
         return replies
 
     async def _apply(
@@ -198,7 +227,7 @@ class CommandProcessor:
             result = await self._apply_action(conn, batch, command, state, data)
         else:
             result = await self._apply_compensation(conn, batch, command, state)
-        log.info(
+        log.debug(
             "command_applied",
             participant=self._p.name,
             command=command.message_type,
@@ -227,7 +256,9 @@ class CommandProcessor:
             return refused("compensated", "the step was already compensated; not applied")
         if state == "applied":
             return succeeded(**(data or {}))
-        result = await self._run_handler(conn, self._p.actions[command.message_type], command)
+        result = await self._run_handler(
+            conn, batch, self._p.actions[command.message_type], command
+        )
         if result.outcome is messages.Outcome.SUCCESS:
             batch.set_state(command, "applied", dict(result.data))
         return result
@@ -243,25 +274,34 @@ class CommandProcessor:
         if _expired(command):
             return _EXPIRED
         handler = self._p.compensations[command.message_type]
-        result = await self._run_handler(conn, handler, command)
+        result = await self._run_handler(conn, batch, handler, command)
         if result.outcome is messages.Outcome.SUCCESS:
             batch.set_state(command, "compensated", None)
         return result
 
     async def _run_handler(
-        self, conn: AsyncConnection, handler: Handler, command: messages.Message
+        self, conn: AsyncConnection, batch: _Batch, handler: Handler, command: messages.Message
     ) -> Result:
-        """Run a handler in a savepoint: what a refused or failed command wrote is undone.
+        """Run a handler so that what a refused or failed command wrote is undone: in a
+        savepoint when the batch holds other commands; alone, by rolling back the whole
+        transaction (`_Undo`) and storing the reply in a new one, where the handler does not
+        run again.
 
         A handler that raises gets a `retryable` reply naming the error, so the saga's retry
         policy applies at once instead of waiting out the step's deadline; a transient
         fault (the database gone, a deadlock) is raised, and the whole batch retried.
         """
+        decided = batch.decided.get(command.message_id)
+        if decided is not None:
+            return decided
         try:
-            async with conn.begin_nested() as savepoint:
+            if batch.alone:
                 result = await handler(conn, command)
-                if result.outcome is not messages.Outcome.SUCCESS:
-                    await savepoint.rollback()
+            else:
+                async with conn.begin_nested() as savepoint:
+                    result = await handler(conn, command)
+                    if result.outcome is not messages.Outcome.SUCCESS:
+                        await savepoint.rollback()
         except Exception as exc:
             if _database_away(exc):
                 raise
@@ -272,8 +312,18 @@ class CommandProcessor:
                 error=faults.describe(exc),
                 exc_info=exc,
             )
-            return retryable("handler_failed", faults.describe(exc))
+            result = retryable("handler_failed", faults.describe(exc))
+        if batch.alone and result.outcome is not messages.Outcome.SUCCESS:
+            raise _Undo(command, result)
         return result
+
+
+class _Undo(Exception):
+    """A lone command's handler refused or failed: its transaction is rolled back."""
+
+    def __init__(self, command: messages.Message, result: Result) -> None:
+        self.command = command
+        self.result = result
 
 
 def _database_away(exc: Exception) -> bool:
