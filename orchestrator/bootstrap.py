@@ -16,10 +16,13 @@ from orchestrator.saga.messages import Message
 from orchestrator.service import SagaService
 from orchestrator.settings import Settings
 from orchestrator.store import migrate
+from orchestrator.store.outbox import OutboxMarks
 from orchestrator.store.queries import SqlSagaReader
 from orchestrator.store.unit_of_work import SqlUnitOfWork, engine_for
-from orchestrator.transport import consumer, faust_app, topics
+from orchestrator.transport import consumer, faust_app, ingress, topics
+from orchestrator.transport.loop import ConsumerLoop
 from orchestrator.transport.producer import Publisher
+from orchestrator.transport.publish_on_commit import PublishOnCommit
 from orchestrator.transport.relay import OutboxRelay
 
 log = structlog.get_logger(__name__)
@@ -34,9 +37,11 @@ def build_registry(settings: Settings) -> DefinitionRegistry:
     return sagas.build_registry(settings.definition_modules, participants=known)
 
 
-def build_service(settings: Settings, engine: Any) -> SagaService:
+def build_service(
+    settings: Settings, engine: Any, publish: PublishOnCommit | None = None
+) -> SagaService:
     return SagaService(
-        SqlUnitOfWork(engine),
+        SqlUnitOfWork(engine, publish, publish),
         build_registry(settings),
         settings.topic,
         max_input_bytes=settings.max_input_bytes,
@@ -53,17 +58,25 @@ def run_api(settings: Settings, port: int | None = None) -> None:
     if authenticator.insecure:
         log.warning("api_insecure", detail="SAGA_INSECURE_DEV is set: no authentication")
     engine = engine_for(settings, settings.db_pool_size)
+    publisher = Publisher(settings.kafka_bootstrap_servers, "saga-api")
+    publish = PublishOnCommit(publisher, OutboxMarks(engine).mark_published)
 
     async def schema_at_head() -> None:
         await migrate.check_at_head(engine)
 
+    async def close() -> None:
+        await publish.drain()
+        await publisher.stop()
+        await engine.dispose()
+
     app = create_app(
-        build_service(settings, engine),
+        build_service(settings, engine, publish),
         SqlSagaReader(engine),
         authenticator,
         max_body_bytes=settings.max_body_bytes,
+        max_batch_body_bytes=settings.max_batch_body_bytes,
         schema_check=schema_at_head,
-        on_shutdown=engine.dispose,
+        on_shutdown=close,
     )
     uvicorn.run(
         app,
@@ -76,7 +89,6 @@ def run_api(settings: Settings, port: int | None = None) -> None:
 
 def run_worker(settings: Settings) -> None:
     engine = engine_for(settings, settings.db_pool_size, pre_ping=False)
-    service = build_service(settings, engine)
     asyncio.run(create_topics(settings))
     publisher = Publisher(settings.kafka_bootstrap_servers, "saga-orchestrator")
     relay = OutboxRelay(
@@ -85,10 +97,10 @@ def run_worker(settings: Settings) -> None:
         settings.relay_batch_size,
         settings.relay_poll_interval_s,
         lease_s=settings.relay_lease_s,
+        recover_after_s=settings.relay_recover_after_s,
     )
-    app = faust_app.create_app(
-        settings, f"{settings.topic_namespace}-orchestrator", settings.worker_metrics_port
-    )
+    publish = PublishOnCommit(publisher, OutboxMarks(engine).mark_published, relay.wake)
+    service = build_service(settings, engine, publish)
 
     async def parked(message: Message, reason: str, record: consumer.Consumed) -> None:
         origin = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
@@ -99,22 +111,47 @@ def run_worker(settings: Settings) -> None:
 
     async def apply_replies(records: list[consumer.Consumed]) -> None:
         await consumer.apply_batch(records, service.handle_replies, apply_reply)
-        relay.wake()  # the next commands are committed: no need to wait for the NOTIFY
 
-    faust_app.consume(app, settings.topic("replies"), apply_replies)
+    replies = ConsumerLoop(
+        settings.kafka_bootstrap_servers,
+        f"{settings.topic_namespace}-orchestrator",
+        settings.topic("replies"),
+        apply_replies,
+        session_timeout_s=settings.consumer_session_timeout_s,
+    )
 
-    @app.task  # type: ignore[untyped-decorator]
+    async def apply_starts(records: list[consumer.Consumed]) -> None:
+        await ingress.apply_starts(records, service.start_sagas, publisher)
+
+    starts = ConsumerLoop(
+        settings.kafka_bootstrap_servers,
+        f"{settings.topic_namespace}-orchestrator-starts",
+        settings.topic("starts"),
+        apply_starts,
+        session_timeout_s=settings.consumer_session_timeout_s,
+    )
+
     async def relay_outbox() -> None:
         log.info("outbox_relay_started")
         await relay.run()
 
-    @app.task  # type: ignore[untyped-decorator]
+    timers = scheduler.Timers(service, settings.timer_interval_s)
+    service.on_wake_time = timers.wake_at
+
     async def fire_timers() -> None:
         log.info("timers_started")
-        await scheduler.run_timers(service, settings.timer_interval_s)
+        await timers.run()
 
     async def close() -> None:
+        await publish.drain()
         await publisher.stop()
         await engine.dispose()
 
-    faust_app.run(app, settings, on_stop=close)
+    faust_app.serve(
+        settings,
+        f"{settings.topic_namespace}-orchestrator",
+        [replies, starts],
+        close,
+        tasks=[relay_outbox, fire_timers],
+        web_port=settings.worker_metrics_port,
+    )

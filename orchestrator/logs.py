@@ -26,9 +26,7 @@ def _renderer(fmt: str) -> structlog.typing.Processor:
     return structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
 
 
-def stdlib_config(
-    level: str = "info", fmt: str = "console", libraries: str = "warning"
-) -> dict[str, Any]:
+def stdlib_config(fmt: str = "console", libraries: str = "warning") -> dict[str, Any]:
     """A logging.config dict rendering stdlib records with structlog's processors."""
     return {
         "version": 1,

@@ -43,7 +43,13 @@ DEAD_LETTER_FAILURES = Counter(
     "Messages that could be neither applied nor dead-lettered (see the logs)",
     ["topic"],
 )
-RELAYED = Counter("saga_outbox_relayed_total", "Outbox rows published to Kafka")
+RELAYED = Counter(
+    "saga_outbox_relayed_total", "Outbox rows published by the relay (the recovery path)"
+)
+PUBLISHED_ON_COMMIT = Counter(
+    "saga_outbox_published_on_commit_total",
+    "Outbox rows published by the process that committed them, right after the commit",
+)
 RELAY_BATCH_SIZE = Histogram(
     "saga_outbox_relay_batch_size",
     "Outbox rows published per relay round",

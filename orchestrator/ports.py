@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from orchestrator.saga import messages
 from orchestrator.saga.saga import Saga, TimelineEntry
@@ -20,21 +20,46 @@ class Publication:
     message: messages.Message
 
 
+@dataclasses.dataclass(slots=True)
+class OutboxMessage:
+    """An outbox row as its transaction wrote it; `id` is set once the row is written."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...]
+    id: int = 0
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class StartRequest:
+    """A request to start a saga, from the api or the ingress topic."""
+
+    saga_type: str
+    input: Mapping[str, Any]
+    version: int | None = None
+    idempotency_key: str | None = None
+    trace_id: str = ""
+    saga_id: str | None = None  # a start that names its saga: a repeat starts nothing
+
+
+# the saga and whether this request started it, or why this one request was refused
+Started = tuple[Saga, bool] | Exception
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Idempotency:
     key: str
     request_hash: str
 
 
-class DuplicateIdempotencyKeyError(Exception):
-    """Another transaction stored a saga with this idempotency key first."""
-
-
 class SagaStore(Protocol):
-    """Everything one transaction may read and write; it commits all of it or none."""
+    """Everything one transaction may read and write; it commits all of it or none.
 
-    async def mark_processed(self, message_id: str, saga_id: str) -> bool:
-        """Record that a message was applied; False when it already was."""
+    Batch-first: each call takes or returns many. Reads go to the store at once; writes are
+    collected and written together by `flush` (the unit of work calls it before committing;
+    a caller that needs to know which new sagas were stored calls it earlier).
+    """
 
     async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
         """Record (message id, saga id) pairs as applied; return the ids not recorded before."""
@@ -49,35 +74,49 @@ class SagaStore(Protocol):
         """Lock and return sagas whose wake time has come, skipping those locked elsewhere:
         those of a known (type, version), and any overdue by `orphaned_after_s`."""
 
-    async def load(self, saga_id: str, *, for_update: bool) -> Saga | None: ...
+    async def next_wake(self, known: Sequence[tuple[str, int]]) -> datetime | None:
+        """The earliest wake time of a saga of a known (type, version)."""
 
     async def load_many(self, saga_ids: Sequence[str], *, for_update: bool) -> dict[str, Saga]:
         """The sagas found, by id, locked in one order everywhere."""
 
-    async def insert(self, saga: Saga, now: datetime, idempotency: Idempotency | None) -> None:
-        """Store a new saga; raise DuplicateIdempotencyKey when the key is taken."""
-
     async def find_by_idempotency_key(self, key: str) -> tuple[Saga, str] | None:
         """The saga started with this key, and the hash of the request that started it."""
 
-    async def update(self, saga: Saga, now: datetime) -> None:
-        """Store the saga if its version is still the one loaded, else raise a conflict."""
+    async def insert_many(
+        self, new: Sequence[tuple[Saga, Idempotency | None]], now: datetime
+    ) -> None:
+        """Store new sagas, unless their id or idempotency key is taken (see `flush`)."""
 
-    async def update_many(self, sagas: Sequence[Saga], now: datetime) -> None: ...
-
-    async def append(
-        self,
-        saga_id: str,
-        timeline: Sequence[TimelineEntry],
-        publications: Sequence[Publication],
-        now: datetime,
-    ) -> None: ...
+    async def update_many(self, sagas: Sequence[Saga], now: datetime) -> None:
+        """Store each saga if its version is still the one loaded; `flush` raises
+        ConcurrencyConflictError otherwise."""
 
     async def append_many(
         self,
         appended: Sequence[tuple[str, Sequence[TimelineEntry], Sequence[Publication]]],
         now: datetime,
-    ) -> None: ...
+    ) -> None:
+        """Timeline entries and outbox messages per saga, in the order given."""
+
+    async def publish_pending_first(self, saga_ids: Sequence[str]) -> None:
+        """Publish the sagas' earlier messages that are still unpublished (left by a process
+        that crashed after its commit) before the ones this transaction writes: a path that
+        decides without a reply (timers, operators) keeps per-saga order this way."""
+
+    async def flush(self) -> set[str]:
+        """Write what was collected; return the ids of the new sagas not stored because their
+        id or idempotency key was taken (their steps, timeline and messages are dropped)."""
+
+
+class PendingMarks(Protocol):
+    """Outbox rows the broker acknowledged and that are not yet marked published: the next
+    transaction of this process marks them as part of its own write."""
+
+    def take(self) -> list[int]: ...
+
+    def give_back(self, ids: Sequence[int]) -> None:
+        """The transaction that took them did not commit."""
 
 
 class UnitOfWork(Protocol):

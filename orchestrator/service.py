@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import hashlib
 import json
@@ -14,11 +15,13 @@ import structlog
 
 from orchestrator import metrics
 from orchestrator.faults import holds_nul, printable
+from orchestrator.group_commit import GroupCommit
 from orchestrator.ports import (
-    DuplicateIdempotencyKeyError,
     Idempotency,
     Publication,
     SagaStore,
+    Started,
+    StartRequest,
     UnitOfWork,
 )
 from orchestrator.saga import messages, operations
@@ -29,6 +32,7 @@ from orchestrator.saga.errors import (
     IdempotencyConflictError,
     InputTooLargeError,
     InvalidSagaInputError,
+    OrchestratorError,
     SagaNotFoundError,
     UnknownMessageTypeError,
 )
@@ -39,6 +43,15 @@ log = structlog.get_logger(__name__)
 class ReplyOutcome(enum.StrEnum):
     APPLIED = "applied"
     DUPLICATE = "duplicate"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Prepared:
+    definition: SagaDefinition
+    saga_input: Mapping[str, Any]
+    idempotency: Idempotency | None
+    saga_id: str
+    trace_id: str
 
 
 class SagaService:
@@ -56,6 +69,9 @@ class SagaService:
         self._max_input_bytes = max_input_bytes
         self._orphaned_after_s = orphaned_after_s
         self._known = [(d.name, d.version) for d in registry.all()]
+        self._starts: GroupCommit[StartRequest, Started] = GroupCommit(self.start_sagas)
+        # told the wake time of every saga this process stores (the timers sleep till then)
+        self.on_wake_time: Callable[[datetime | None], None] = lambda at: None
 
     async def start_saga(
         self,
@@ -66,9 +82,53 @@ class SagaService:
         trace_id: str = "",
     ) -> tuple[core.Saga, bool]:
         """Start a saga; with a key, a repeat of the same request returns the saga it
-        started (and False) and a different request with that key is refused."""
-        definition = self._registry.get(saga_type, version)
-        saga_input = definition.validate_input(raw_input)
+        started (and False) and a different request with that key is refused.
+
+        Requests that arrive together share one transaction (group commit): the first one
+        in goes at once, and those that arrive while it commits go together after it."""
+        started = await self._starts.submit(
+            StartRequest(saga_type, raw_input, version, idempotency_key, trace_id)
+        )
+        if isinstance(started, Exception):
+            raise started
+        return started
+
+    async def start_sagas(self, requests: Sequence[StartRequest]) -> list[Started]:
+        """Start many sagas in one transaction: for each request, in order, the saga and
+        whether it is new, or the error that refused this one request."""
+        results: list[Started | None] = [None] * len(requests)
+        prepared = []
+        for i, request in enumerate(requests):
+            try:
+                prepared.append((i, self._prepare(request)))
+            except OrchestratorError as exc:
+                results[i] = exc
+        if prepared:
+            for (i, _), result in zip(
+                prepared, await self._commit_apart([p for _, p in prepared]), strict=True
+            ):
+                results[i] = result
+        return [r for r in results if r is not None]
+
+    async def _commit_apart(self, prepared: Sequence[_Prepared]) -> list[Started]:
+        """All in one transaction; if it fails, each in its own, so that a start the database
+        refuses (or a fault) is the answer to that request alone."""
+        try:
+            return await self._commit_starts(prepared)
+        except Exception as exc:
+            if len(prepared) == 1:
+                return [exc]
+        results: list[Started] = []
+        for one in prepared:
+            try:
+                results += await self._commit_starts([one])
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _prepare(self, request: StartRequest) -> _Prepared:
+        definition = self._registry.get(request.saga_type, request.version)
+        saga_input = definition.validate_input(request.input)
         try:
             encoded = json.dumps(saga_input, separators=(",", ":"), default=str, allow_nan=False)
         except ValueError:
@@ -84,50 +144,71 @@ class SagaService:
                 "so that every command built from it fits the broker's message size"
             )
         idempotency = None
-        if idempotency_key is not None:
-            idempotency = Idempotency(
-                idempotency_key, _request_hash(saga_type, version, saga_input)
-            )
-            existing = await self._started_with(idempotency)
-            if existing is not None:
-                return existing, False
-        trace_id = trace_id or uuid.uuid4().hex
-        try:
-            async with self._uow.transaction() as store:
-                now = await store.now()
-                decision = core.start(definition, messages.new_id(), saga_input, now, trace_id)
-                await store.insert(decision.saga, now, idempotency)
-                await self._record(store, decision, now)
-            metrics.observe(definition, None, decision)
-        except DuplicateIdempotencyKeyError:
-            assert idempotency is not None
-            existing = await self._started_with(idempotency)
-            assert existing is not None, "the key's saga committed"
-            return existing, False
-        log.info("saga_started", saga_id=decision.saga.id, saga_type=saga_type, trace_id=trace_id)
-        return decision.saga, True
+        if request.idempotency_key is not None:
+            request_hash = _request_hash(request.saga_type, request.version, saga_input)
+            idempotency = Idempotency(request.idempotency_key, request_hash)
+        return _Prepared(
+            definition,
+            saga_input,
+            idempotency,
+            request.saga_id or messages.new_id(),
+            request.trace_id or uuid.uuid4().hex,
+        )
 
-    async def _started_with(self, idempotency: Idempotency) -> core.Saga | None:
+    async def _commit_starts(self, prepared: Sequence[_Prepared]) -> list[Started]:
+        """One transaction for all: new sagas are stored, and a saga whose key (or id) was
+        taken, now or before, is answered with the saga that took it."""
         async with self._uow.transaction() as store:
-            found = await store.find_by_idempotency_key(idempotency.key)
-        if found is None:
-            return None
-        saga, request_hash = found
-        if request_hash != idempotency.request_hash:
-            raise IdempotencyConflictError(
-                f"idempotency key {idempotency.key!r} was used for a different request "
-                f"(saga {saga.id})"
+            now = await store.now()
+            decisions = [
+                core.start(p.definition, p.saga_id, p.saga_input, now, p.trace_id)
+                for p in prepared
+            ]
+            await store.insert_many(
+                [(d.saga, p.idempotency) for d, p in zip(decisions, prepared, strict=True)], now
             )
-        return saga
+            await store.append_many(
+                [(d.saga.id, d.timeline, self._publications(d)) for d in decisions], now
+            )
+            refused = await store.flush()
+            results: list[Started] = []
+            for decision, p in zip(decisions, prepared, strict=True):
+                if decision.saga.id in refused:
+                    results.append(await self._started_before(store, p))
+                else:
+                    results.append((decision.saga, True))
+        for decision, p in zip(decisions, prepared, strict=True):
+            if decision.saga.id not in refused:
+                metrics.observe(p.definition, None, decision)
+                log.debug("saga_started", saga_id=decision.saga.id, saga_type=decision.saga.type)
+        return results
+
+    async def _started_before(self, store: SagaStore, prepared: _Prepared) -> Started:
+        if prepared.idempotency is None:  # its id was taken: the same start, repeated
+            found = await store.load_many([prepared.saga_id], for_update=False)
+            return (found[prepared.saga_id], False)
+        key, request_hash = prepared.idempotency.key, prepared.idempotency.request_hash
+        by_key = await store.find_by_idempotency_key(key)
+        if by_key is None:  # the id was taken, by a start with another key
+            return IdempotencyConflictError(
+                f"saga id {prepared.saga_id} was started by another request"
+            )
+        saga, stored_hash = by_key
+        if stored_hash != request_hash:
+            return IdempotencyConflictError(
+                f"idempotency key {key!r} was used for a different request (saga {saga.id})"
+            )
+        return (saga, False)
 
     async def operate(
         self, saga_id: str, action: str, actor: str, reason: str, step: str | None = None
     ) -> core.Saga:
         """Apply an operator action under the saga's row lock: one writer per saga."""
         async with self._uow.transaction() as store:
-            saga = await store.load(saga_id, for_update=True)
+            saga = (await store.load_many([saga_id], for_update=True)).get(saga_id)
             if saga is None:
                 raise SagaNotFoundError(f"no saga has id {saga_id}")
+            await store.publish_pending_first([saga_id])
             now = await store.now()
             definition = self._registry.get(saga.type, saga.definition_version)
             if action == "abort":
@@ -139,7 +220,7 @@ class SagaService:
             else:
                 raise ValueError(f"unknown operator action {action!r}")
             if decision.timeline:  # a repeat that changed nothing stores nothing
-                await store.update(decision.saga, now)
+                await store.update_many([decision.saga], now)
                 await self._record(store, decision, now)
         metrics.observe(definition, saga, decision)
         log.info("operator_action", saga_id=saga_id, action=action, actor=actor, step=step)
@@ -186,8 +267,9 @@ class SagaService:
                 await store.update_many([sagas[saga_id] for saga_id in recorded], now)
                 await store.append_many([(i, t, p) for i, (t, p) in recorded.items()], now)
         for definition, saga, decision, reply in observed:
+            self.on_wake_time(decision.saga.wake_at)
             metrics.observe(definition, saga, decision)
-            log.info(
+            log.debug(
                 "reply_applied",
                 saga_id=reply.saga_id,
                 step=reply.step,
@@ -198,8 +280,12 @@ class SagaService:
         return outcomes
 
     async def fire_timers(self, limit: int = 100) -> int:
+        return (await self.fire_due(limit))[0]
+
+    async def fire_due(self, limit: int = 100) -> tuple[int, datetime | None]:
         """Fire the deadlines and retries that are due, by the database's clock, for up to
-        `limit` sagas at once.
+        `limit` sagas at once; when none was due, also the next wake time of a saga whose
+        definition this process has.
 
         Any number of workers may call this together: each saga is claimed by one of them,
         first by a worker that has its definition. A saga that cannot be decided (no worker
@@ -210,8 +296,9 @@ class SagaService:
         async with self._uow.transaction() as store:
             due = await store.claim_due(limit, self._known, self._orphaned_after_s)
             if not due:
-                return 0
+                return 0, await store.next_wake(self._known)
             sagas = await store.load_many(due, for_update=True)
+            await store.publish_pending_first(list(sagas))
             now = await store.now()
             for saga in sagas.values():
                 try:
@@ -222,19 +309,19 @@ class SagaService:
                 except Exception as exc:  # anything a user's definition may raise
                     await self._park(store, saga, f"timers could not be decided: {exc!r}", now)
                     continue
-                await store.update(decision.saga, now)
+                await store.update_many([decision.saga], now)
                 decisions.append((definition, saga, decision))
                 for entry in decision.timeline:
                     log.info(entry.kind, saga_id=saga.id, step=entry.step)
         for observed in decisions:
             metrics.observe(*observed)
-        return len(due)
+        return len(due), None
 
     async def _park(self, store: SagaStore, saga: core.Saga, reason: str, now: datetime) -> None:
         reason = printable(reason)
         parked, entry = core.park(saga, reason)
-        await store.update(parked, now)
-        await store.append(saga.id, [entry], [], now)
+        await store.update_many([parked], now)
+        await store.append_many([(saga.id, [entry], [])], now)
         metrics.SAGAS_PARKED.inc()
         log.error("saga_parked", saga_id=saga.id, saga_type=saga.type, reason=reason)
 
@@ -245,7 +332,7 @@ class SagaService:
         message parks one saga, visibly. What the message says is stored only in a form the
         database takes (no NUL, bounded)."""
         async with self._uow.transaction() as store:
-            if await store.load(message.saga_id, for_update=False) is None:
+            if not await store.load_many([message.saga_id], for_update=False):
                 return
             entry = core.TimelineEntry(
                 "message_dead_lettered",
@@ -257,13 +344,14 @@ class SagaService:
                 },
                 message.message_id,
             )
-            await store.append(message.saga_id, [entry], [], await store.now())
+            await store.append_many([(message.saga_id, [entry], [])], await store.now())
 
     def definition(self, saga_type: str, version: int) -> SagaDefinition:
         return self._registry.get(saga_type, version)
 
     async def _record(self, store: SagaStore, decision: core.Decision, now: datetime) -> None:
-        await store.append(decision.saga.id, decision.timeline, self._publications(decision), now)
+        appended = (decision.saga.id, decision.timeline, self._publications(decision))
+        await store.append_many([appended], now)
 
     def _publications(self, decision: core.Decision) -> list[Publication]:
         return [Publication(self._topic_of(out.channel), out.message) for out in decision.outgoing]

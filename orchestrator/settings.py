@@ -32,7 +32,13 @@ class Settings(BaseSettings):
     db_pool_size: int = pydantic.Field(default=10, ge=1, le=100)
     relay_batch_size: int = pydantic.Field(default=500, ge=1, le=10_000)
     relay_poll_interval_s: float = pydantic.Field(
-        default=1.0, gt=0, le=60, description="how often the relay looks without a NOTIFY"
+        default=1.0, gt=0, le=60, description="how often the relay looks for rows left behind"
+    )
+    relay_recover_after_s: float = pydantic.Field(
+        default=2.0,
+        ge=0,
+        le=600,
+        description="how old an unpublished outbox row is before the relay publishes it",
     )
     relay_lease_s: float = pydantic.Field(
         default=5.0, ge=1, le=300, description="how long a silent relay keeps the outbox"
@@ -46,7 +52,13 @@ class Settings(BaseSettings):
     consumer_session_timeout_s: float = pydantic.Field(
         default=30, ge=6, le=300, description="how long a silent consumer keeps its partitions"
     )
-    timer_interval_s: float = pydantic.Field(default=0.1, gt=0, le=60)
+    timer_interval_s: float = pydantic.Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="the longest the timers sleep: how late they see a wake time set by "
+        "another process",
+    )
     timer_orphaned_after_s: float = pydantic.Field(
         default=60,
         ge=0,
@@ -76,6 +88,9 @@ class Settings(BaseSettings):
         description="a session idle inside a transaction this long is ended (0: no limit)",
     )
     max_body_bytes: int = pydantic.Field(default=1_048_576, ge=1024)
+    max_batch_body_bytes: int = pydantic.Field(
+        default=16_777_216, ge=1024, description="the body limit of POST /sagas/batch"
+    )
     max_input_bytes: int = pydantic.Field(
         default=262_144,
         ge=1024,
@@ -100,8 +115,9 @@ class Settings(BaseSettings):
         return [p.strip() for p in self.participants.split(",") if p.strip()]
 
     def topic(self, channel: str) -> str:
-        """The Kafka topic of a channel: a participant's commands, replies or events."""
-        if channel in ("replies", "events"):
+        """The Kafka topic of a channel: a participant's commands, replies, events or the
+        ingress of saga starts."""
+        if channel in ("replies", "events", "starts"):
             return f"{self.topic_namespace}.{channel}"
         return f"{self.topic_namespace}.{channel}.commands"
 

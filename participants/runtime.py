@@ -7,6 +7,7 @@ import asyncio
 from orchestrator.settings import Settings
 from orchestrator.store.unit_of_work import engine_for
 from orchestrator.transport import consumer, faust_app, topics
+from orchestrator.transport.loop import ConsumerLoop
 from orchestrator.transport.producer import Publisher
 from participants import registry
 from participants.kit.participant import CommandProcessor
@@ -18,7 +19,6 @@ def run_worker(settings: Settings, name: str) -> None:
     engine = engine_for(settings, 4, pre_ping=False)
     publisher = Publisher(settings.kafka_bootstrap_servers, f"saga-participant-{name}")
     processor = CommandProcessor(participant, engine, publisher, settings.topic("replies"))
-    app = faust_app.create_app(settings, f"{settings.topic_namespace}-participant-{name}")
 
     async def apply_command(record: consumer.Consumed) -> None:
         await consumer.apply(record, processor.process, publisher)
@@ -26,10 +26,16 @@ def run_worker(settings: Settings, name: str) -> None:
     async def apply_commands(records: list[consumer.Consumed]) -> None:
         await consumer.apply_batch(records, processor.process_many, apply_command)
 
-    faust_app.consume(app, settings.topic(name), apply_commands)
+    commands = ConsumerLoop(
+        settings.kafka_bootstrap_servers,
+        f"{settings.topic_namespace}-participant-{name}",
+        settings.topic(name),
+        apply_commands,
+        session_timeout_s=settings.consumer_session_timeout_s,
+    )
 
     async def close() -> None:
         await publisher.stop()
         await engine.dispose()
 
-    faust_app.run(app, settings, on_stop=close)
+    faust_app.serve(settings, f"{settings.topic_namespace}-participant-{name}", [commands], close)

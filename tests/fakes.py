@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from orchestrator.ports import DuplicateIdempotencyKeyError, Idempotency, Publication
+from orchestrator.ports import Idempotency, Publication
 from orchestrator.saga.errors import ConcurrencyConflictError
 from orchestrator.saga.saga import Saga, TimelineEntry
 from orchestrator.transport.producer import Record
@@ -28,15 +28,18 @@ class FakeStore:
         self.keys: dict[str, tuple[str, str]] = {}
         self.timeline: list[tuple[str, TimelineEntry]] = []
         self.outbox: list[Publication] = []
-
-    async def mark_processed(self, message_id: str, saga_id: str) -> bool:
-        if message_id in self.processed:
-            return False
-        self.processed.add(message_id)
-        return True
+        self.new: list[tuple[Saga, Idempotency | None]] = []
 
     async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
-        return {m for m, s in messages if await self.mark_processed(m, s)}
+        fresh = set()
+        for message_id, _ in messages:
+            if message_id not in self.processed:
+                self.processed.add(message_id)
+                fresh.add(message_id)
+        return fresh
+
+    async def publish_pending_first(self, saga_ids: Sequence[str]) -> None:
+        return None  # every message of the fake is published at its commit
 
     async def now(self) -> datetime:
         return self._db.clock.now()
@@ -57,36 +60,37 @@ class FakeStore:
         )
         return [saga_id for _, saga_id in due[:limit]]
 
-    async def load(self, saga_id: str, *, for_update: bool) -> Saga | None:
-        saga = self.sagas.get(saga_id)
-        return copy.deepcopy(saga) if saga else None
+    async def next_wake(self, known: Sequence[tuple[str, int]]) -> datetime | None:
+        times = [
+            s.wake_at
+            for s in self.sagas.values()
+            if s.wake_at and (s.type, s.definition_version) in known
+        ]
+        return min(times, default=None)
 
     async def load_many(self, saga_ids: Sequence[str], *, for_update: bool) -> dict[str, Saga]:
         return {i: copy.deepcopy(self.sagas[i]) for i in sorted(set(saga_ids)) if i in self.sagas}
 
-    async def insert(self, saga: Saga, now: datetime, idempotency: Idempotency | None) -> None:
-        if idempotency is not None:
-            if idempotency.key in self._db.keys:
-                raise DuplicateIdempotencyKeyError(idempotency)
-            self.keys[idempotency.key] = (saga.id, idempotency.request_hash)
-        saga.version = 1
-        self.sagas[saga.id] = copy.deepcopy(saga)
+    async def insert_many(
+        self, new: Sequence[tuple[Saga, Idempotency | None]], now: datetime
+    ) -> None:
+        for saga, idempotency in new:
+            saga.version = 1
+            self.new.append((copy.deepcopy(saga), idempotency))
 
     async def find_by_idempotency_key(self, key: str) -> tuple[Saga, str] | None:
-        if key not in self._db.keys:
+        found = self.keys.get(key) or self._db.keys.get(key)
+        if found is None:
             return None
-        saga_id, request_hash = self._db.keys[key]
-        return copy.deepcopy(self._db.sagas[saga_id]), request_hash
-
-    async def update(self, saga: Saga, now: datetime) -> None:
-        if self._db.sagas[saga.id].version != saga.version:
-            raise ConcurrencyConflictError(f"saga {saga.id} changed")
-        saga.version += 1
-        self.sagas[saga.id] = copy.deepcopy(saga)
+        saga_id, request_hash = found
+        return copy.deepcopy(self.sagas[saga_id]), request_hash
 
     async def update_many(self, sagas: Sequence[Saga], now: datetime) -> None:
         for saga in sagas:
-            await self.update(saga, now)
+            if self._db.sagas[saga.id].version != saga.version:
+                raise ConcurrencyConflictError(f"saga {saga.id} changed")
+            saga.version += 1
+            self.sagas[saga.id] = copy.deepcopy(saga)
 
     async def append_many(
         self,
@@ -94,17 +98,27 @@ class FakeStore:
         now: datetime,
     ) -> None:
         for saga_id, timeline, publications in appended:
-            await self.append(saga_id, timeline, publications, now)
+            self.timeline += [(saga_id, e) for e in timeline]
+            self.outbox += publications
 
-    async def append(
-        self,
-        saga_id: str,
-        timeline: Sequence[TimelineEntry],
-        publications: Sequence[Publication],
-        now: datetime,
-    ) -> None:
-        self.timeline += [(saga_id, e) for e in timeline]
-        self.outbox += publications
+    async def flush(self) -> set[str]:
+        """New sagas whose id or key is taken are not stored, nor is anything of theirs."""
+        refused = set()
+        for saga, idempotency in self.new:
+            taken = saga.id in self.sagas or (
+                idempotency is not None
+                and (idempotency.key in self._db.keys or idempotency.key in self.keys)
+            )
+            if taken:
+                refused.add(saga.id)
+                continue
+            if idempotency is not None:
+                self.keys[idempotency.key] = (saga.id, idempotency.request_hash)
+            self.sagas[saga.id] = saga
+        self.new = []
+        self.timeline = [(i, e) for i, e in self.timeline if i not in refused]
+        self.outbox = [p for p in self.outbox if p.message.saga_id not in refused]
+        return refused
 
 
 class FakeDatabase:
@@ -120,6 +134,7 @@ class FakeDatabase:
     async def transaction(self) -> AsyncIterator[FakeStore]:
         store = FakeStore(self)
         yield store  # an exception here discards the store: a rollback
+        await store.flush()
         self.sagas = store.sagas
         self.processed = store.processed
         self.keys.update(store.keys)

@@ -21,6 +21,7 @@ def create_app(
     authenticator: Authenticator,
     *,
     max_body_bytes: int = 1_048_576,
+    max_batch_body_bytes: int = 16_777_216,
     schema_check: Callable[[], Awaitable[None]] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
 ) -> FastAPI:
@@ -44,7 +45,9 @@ def create_app(
     app.include_router(routes.router)
     app.include_router(ui.router)
 
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+    app.add_middleware(
+        BodyLimit, max_bytes=max_body_bytes, larger={"/sagas/batch": max_batch_body_bytes}
+    )
     return app
 
 
@@ -52,18 +55,18 @@ class BodyLimit:
     """Refuses a request whose declared body is too large before reading it (plain ASGI:
     starlette's BaseHTTPMiddleware would cost every request a task and a stream)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int]) -> None:
         self._app = app
         self._max_bytes = max_bytes
+        self._larger = larger  # path -> its own limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
+            limit = self._larger.get(scope["path"], self._max_bytes)
             length = Headers(scope=scope).get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > self._max_bytes):
+            if length is not None and (not length.isdigit() or int(length) > limit):
                 response = errors.error_response(
-                    413,
-                    "body_too_large",
-                    f"the request body is limited to {self._max_bytes} bytes",
+                    413, "body_too_large", f"the request body is limited to {limit} bytes"
                 )
                 await response(scope, receive, send)
                 return

@@ -36,16 +36,22 @@ def error_response(
     return JSONResponse(status_code=status, content=body)
 
 
-async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, errors.OrchestratorError)
-    for error_type in type(exc).__mro__:
-        if error_type in STATUS_OF:
-            status, code = STATUS_OF[error_type]
-            problems = exc.problems if isinstance(exc, errors.InvalidSagaInputError) else []
-            details = [dict(p) for p in problems]
-            return error_response(status, code, exc.message, details)
+def answer_for(exc: Exception) -> tuple[int, str, str, list[dict[str, Any]]]:
+    """The status, code, message and details that answer a request `exc` refused."""
+    if isinstance(exc, errors.OrchestratorError):
+        for error_type in type(exc).__mro__:
+            if error_type in STATUS_OF:
+                status, code = STATUS_OF[error_type]
+                problems = exc.problems if isinstance(exc, errors.InvalidSagaInputError) else []
+                return status, code, exc.message, [dict(p) for p in problems]
+    if isinstance(exc, sa_exc.DataError):
+        return 422, "invalid_value", "a value of the request cannot be stored or compared", []
     log.error("unmapped_error", error=repr(exc))
-    return error_response(500, "internal_error", "the orchestrator failed; see its log")
+    return 500, "internal_error", "the orchestrator failed; see its log", []
+
+
+async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
+    return error_response(*answer_for(exc))
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:

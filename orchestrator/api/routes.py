@@ -12,7 +12,8 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from orchestrator import metrics
-from orchestrator.api import auth, schemas
+from orchestrator.api import auth, errors, schemas
+from orchestrator.ports import StartRequest
 from orchestrator.saga.errors import InvalidQueryError, SagaNotFoundError
 from orchestrator.saga.machine import SagaStatus
 from orchestrator.service import SagaService
@@ -90,6 +91,39 @@ async def start_saga(
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = str(request.url_for("get_saga", saga_id=saga.id))
     return schemas.SagaStarted(id=saga.id, status=saga.status.value)
+
+
+@router.post(
+    "/sagas/batch",
+    response_model=schemas.BatchResult,
+    responses=_responses(401, 403, 413, 422),
+    summary="Start up to 1,000 sagas in one request",
+    description="One transaction for the whole batch; each item gets its own result, in "
+    "order: a refused item (invalid input, a key used for another request) refuses only "
+    "itself. An item with an `idempotencyKey` started before returns that saga with 200.",
+)
+async def start_sagas(
+    body: schemas.StartSagaBatch, request: Request, sagas: Sagas, _: Operator
+) -> schemas.BatchResult:
+    trace_id = codec.trace_id_of(request.headers.get("traceparent"))
+    started = await sagas.start_sagas(
+        [
+            StartRequest(item.type, item.input, item.version, item.idempotency_key, trace_id)
+            for item in body.sagas
+        ]
+    )
+    results = []
+    for index, outcome in enumerate(started):
+        if isinstance(outcome, Exception):
+            code, name, message, details = errors.answer_for(outcome)
+            error = schemas.ErrorBody(code=name, message=message, details=details)
+            results.append(schemas.BatchItemResult(index=index, status=code, error=error))
+        else:
+            saga, created = outcome
+            results.append(
+                schemas.BatchItemResult(index=index, status=202 if created else 200, id=saga.id)
+            )
+    return schemas.BatchResult(results=results)
 
 
 @router.get(

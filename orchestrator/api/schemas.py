@@ -35,6 +35,24 @@ class StartSaga(pydantic.BaseModel):
     )
 
 
+class StartSagaItem(StartSaga):
+    model_config = pydantic.ConfigDict(extra="forbid", populate_by_name=True)
+
+    idempotency_key: str | None = pydantic.Field(
+        default=None,
+        alias="idempotencyKey",
+        min_length=1,
+        max_length=200,
+        description="the same key and item return the same saga",
+    )
+
+
+class StartSagaBatch(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid")
+
+    sagas: list[StartSagaItem] = pydantic.Field(min_length=1, max_length=1000)
+
+
 class SagaStarted(pydantic.BaseModel):
     id: str
     status: str
@@ -124,3 +142,16 @@ class ErrorBody(pydantic.BaseModel):
 
 class ErrorResponse(pydantic.BaseModel):
     error: ErrorBody
+
+
+class BatchItemResult(pydantic.BaseModel):
+    index: int = pydantic.Field(description="the item's position in the request")
+    status: int = pydantic.Field(
+        description="202 started, 200 started before with this key, else the error's status"
+    )
+    id: str | None = None
+    error: ErrorBody | None = None
+
+
+class BatchResult(pydantic.BaseModel):
+    results: list[BatchItemResult]

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from psycopg.types.json import Jsonb
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator.ports import DuplicateIdempotencyKeyError, Idempotency, Publication
+from orchestrator.ports import (
+    Idempotency,
+    OutboxMessage,
+    PendingMarks,
+    Publication,
+)
 from orchestrator.saga.errors import ConcurrencyConflictError
 from orchestrator.saga.machine import SagaStatus, StepStatus
 from orchestrator.saga.saga import Saga, StepState, TimelineEntry
@@ -24,27 +30,36 @@ class SqlSagaStore:
     """Reads go to the database at once; writes are collected and sent by `flush` (the unit
     of work calls it before committing) as one statement, whatever the number of sagas."""
 
-    def __init__(self, conn: AsyncConnection) -> None:
+    def __init__(self, conn: AsyncConnection, marks: PendingMarks | None = None) -> None:
         self._conn = conn
+        self._marks = marks
+        self.marked: list[int] = []  # outbox rows this transaction marks published
+        self._inserted: list[dict[str, Any]] = []
         self._updated: list[dict[str, Any]] = []
         self._steps: list[dict[str, Any]] = []
         self._timeline: list[dict[str, Any]] = []
         self._outbox: list[dict[str, Any]] = []
         self._now: datetime | None = None
-
-    async def mark_processed(self, message_id: str, saga_id: str) -> bool:
-        return bool(await self.mark_processed_many([(message_id, saga_id)]))
+        self.outgoing: list[OutboxMessage] = []  # what this transaction wrote to the outbox
+        self._pending_first: list[str] = []
 
     async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
         """Record (message id, saga id) pairs as applied; return the ids not recorded before."""
         rows = [{"message_id": m, "saga_id": s} for m, s in messages]
         return {str(row.message_id) for row in await self._conn.execute(_MARK_PROCESSED, rows)}
 
+    async def publish_pending_first(self, saga_ids: Sequence[str]) -> None:
+        self._pending_first += saga_ids
+
     async def now(self) -> datetime:
-        """The database's time for this transaction: one clock for every process."""
+        """The database's time for this transaction: one clock for every process. Read from
+        the database at most every `_CLOCK.max_age_s`, and kept as an offset in between."""
         if self._now is None:
-            self._now = await self._conn.scalar(_NOW)
-            assert self._now is not None
+            self._now = _CLOCK.now()
+            if self._now is None:
+                db_now = await self._conn.scalar(_NOW)
+                assert db_now is not None
+                self._now = _CLOCK.learn(db_now)
         return self._now
 
     async def claim_due(
@@ -60,8 +75,9 @@ class SqlSagaStore:
         }
         return [str(r.id) for r in await self._conn.execute(_CLAIM_DUE, params)]
 
-    async def load(self, saga_id: str, *, for_update: bool) -> Saga | None:
-        return (await self.load_many([saga_id], for_update=for_update)).get(saga_id)
+    async def next_wake(self, known: Sequence[tuple[str, int]]) -> datetime | None:
+        params = {"types": [t for t, _ in known], "versions": [v for _, v in known]}
+        return await self._conn.scalar(_NEXT_WAKE, params)  # type: ignore[no-any-return]
 
     async def load_many(self, saga_ids: Sequence[str], *, for_update: bool) -> dict[str, Saga]:
         """The sagas found, locked in id order (the same everywhere: no deadlocks)."""
@@ -69,7 +85,7 @@ class SqlSagaStore:
         rows = (await self._conn.execute(query, {"ids": list(saga_ids)})).mappings().all()
         if not rows:
             return {}
-        self._now = rows[0]["db_now"]
+        self._now = _CLOCK.learn(rows[0]["db_now"])
         steps: dict[str, dict[str, StepState]] = {str(r["id"]): {} for r in rows}
         step_rows = await self._conn.execute(_LOAD_STEPS, {"ids": list(steps)})
         for s in step_rows.mappings():
@@ -91,15 +107,33 @@ class SqlSagaStore:
             for row in rows
         }
 
-    async def insert(self, new: Saga, now: datetime, idempotency: Idempotency | None) -> None:
-        try:  # a taken key aborts the transaction, which the caller then rolls back
-            await self._insert_saga(new, now, idempotency)
-        except sa_exc.IntegrityError as exc:
-            if "uq_saga_idempotency_key" in str(exc.orig):
-                raise DuplicateIdempotencyKeyError(idempotency) from exc
-            raise
-        self._steps += [_step_row(new.id, i, s, now) for i, s in enumerate(new.steps.values())]
-        new.version = 1
+    async def insert_many(
+        self, new: Sequence[tuple[Saga, Idempotency | None]], now: datetime
+    ) -> None:
+        """Store new sagas; `flush` returns those not stored because their id or their
+        idempotency key was taken (their steps, timeline and messages are not stored)."""
+        for saga_row, idempotency in new:
+            self._inserted.append(
+                {
+                    "id": saga_row.id,
+                    "type": saga_row.type,
+                    "definition_version": saga_row.definition_version,
+                    "status": saga_row.status.value,
+                    "input": Jsonb(saga_row.input),
+                    "context": Jsonb(saga_row.context),
+                    "created_at": now,
+                    "updated_at": now,
+                    "version": 1,
+                    "wake_at": saga_row.wake_at,
+                    "trace_id": saga_row.trace_id or None,
+                    "idempotency_key": idempotency.key if idempotency else None,
+                    "request_hash": idempotency.request_hash if idempotency else None,
+                }
+            )
+            self._steps += [
+                _step_row(saga_row.id, i, st, now) for i, st in enumerate(saga_row.steps.values())
+            ]
+            saga_row.version = 1
 
     async def find_by_idempotency_key(self, key: str) -> tuple[Saga, str] | None:
         row = (
@@ -109,34 +143,8 @@ class SqlSagaStore:
         ).first()
         if row is None:
             return None
-        found = await self.load(str(row.id), for_update=False)
-        assert found is not None
-        return found, row.request_hash
-
-    async def _insert_saga(
-        self, new: Saga, now: datetime, idempotency: Idempotency | None
-    ) -> None:
-        await self._conn.execute(
-            _INSERT_SAGA,
-            {
-                "id": new.id,
-                "type": new.type,
-                "definition_version": new.definition_version,
-                "status": new.status.value,
-                "input": new.input,
-                "context": new.context,
-                "created_at": now,
-                "updated_at": now,
-                "version": 1,
-                "wake_at": new.wake_at,
-                "trace_id": new.trace_id or None,
-                "idempotency_key": idempotency.key if idempotency else None,
-                "request_hash": idempotency.request_hash if idempotency else None,
-            },
-        )
-
-    async def update(self, changed: Saga, now: datetime) -> None:
-        await self.update_many([changed], now)
+        found = await self.load_many([str(row.id)], for_update=False)
+        return found[str(row.id)], row.request_hash
 
     async def update_many(self, changed: Sequence[Saga], now: datetime) -> None:
         """Store each saga if its version is still the one loaded; `flush` raises a conflict
@@ -156,15 +164,6 @@ class SqlSagaStore:
             c.version += 1
             self._steps += [_step_row(c.id, i, s, now) for i, s in enumerate(c.steps.values())]
 
-    async def append(
-        self,
-        saga_id: str,
-        timeline: Sequence[TimelineEntry],
-        publications: Sequence[Publication],
-        now: datetime,
-    ) -> None:
-        await self.append_many([(saga_id, timeline, publications)], now)
-
     async def append_many(
         self,
         appended: Sequence[tuple[str, Sequence[TimelineEntry], Sequence[Publication]]],
@@ -173,17 +172,26 @@ class SqlSagaStore:
         """Timeline entries and outbox messages, in the order given. A message that cannot be
         encoded raises before anything of this call is collected."""
         for saga_id, timeline, publications in appended:
-            outbox_rows = [
-                {
-                    "topic": p.topic,
-                    "key": p.message.saga_id,
-                    "headers": Jsonb({k: v.decode() for k, v in codec.headers(p.message)}),
-                    "value": codec.encode(p.message),
-                    "created_at": now,
-                }
+            outgoing = [
+                OutboxMessage(
+                    p.topic,
+                    p.message.saga_id,
+                    codec.encode(p.message),
+                    tuple(codec.headers(p.message)),
+                )
                 for p in publications
             ]
-            self._outbox += outbox_rows
+            self.outgoing += outgoing
+            self._outbox += [
+                {
+                    "topic": m.topic,
+                    "key": m.key,
+                    "headers": Jsonb({k: v.decode() for k, v in m.headers}),
+                    "value": m.value,
+                    "created_at": now,
+                }
+                for m in outgoing
+            ]
             self._timeline += [
                 {
                     "saga_id": saga_id,
@@ -196,25 +204,49 @@ class SqlSagaStore:
                 for e in timeline
             ]
 
-    async def flush(self) -> None:
-        """Write what the transaction collected in one statement: the saga updates (each at
-        the version it was loaded at), their steps, timeline entries and outbox messages."""
-        if not (self._updated or self._steps or self._timeline or self._outbox):
-            return
-        updated = self._updated
+    async def flush(self) -> set[str]:
+        """Write what the transaction collected in one statement: new sagas, the saga updates
+        (each at the version it was loaded at), their steps, timeline entries and outbox
+        messages. Return the new sagas not stored, their id or idempotency key being taken."""
+        if not (self._inserted or self._updated or self._steps or self._timeline or self._outbox):
+            return set()
+        updated, new_ids = self._updated, [r["id"] for r in self._inserted]
+        if self._marks is not None:
+            self.marked += self._marks.take()
         params: dict[str, Any] = {
+            "new_ids": new_ids,
+            "marked": self.marked,
+            **_columns(self._inserted, _INSERTED_COLUMNS, "new_"),
             **_columns(updated, _UPDATED_COLUMNS, "saga_"),
             **_columns(self._steps, _STEP_COLUMNS, "step_"),
             **_columns(self._timeline, _TIMELINE_COLUMNS, "timeline_"),
             **_columns(self._outbox, _OUTBOX_COLUMNS, "outbox_"),
         }
-        self._updated, self._steps, self._timeline, self._outbox = [], [], [], []
-        stored = await self._conn.scalar(_WRITE, params)
-        if stored != len(updated):
+        self._inserted, self._updated, self._steps, self._timeline, self._outbox = (
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
+        pending = await self._pending(self._pending_first) if self._pending_first else []
+        written = (await self._conn.execute(_WRITE, params)).one()
+        if written.stored != len(updated):
             raise ConcurrencyConflictError(
-                f"{len(updated) - (stored or 0)} of sagas {[u['id'] for u in updated]} "
+                f"{len(updated) - (written.stored or 0)} of sagas {[u['id'] for u in updated]} "
                 "changed since they were loaded"
             )
+        refused = set(new_ids) - {str(i) for i in written.inserted or []}
+        if refused:
+            self.outgoing = [m for m in self.outgoing if m.key not in refused]
+        for message, row_id in zip(self.outgoing, written.ids or [], strict=True):
+            message.id = row_id
+        self.outgoing[:0] = pending
+        return refused
+
+    async def _pending(self, saga_ids: Sequence[str]) -> list[OutboxMessage]:
+        rows = await self._conn.execute(_PENDING, {"keys": list(saga_ids)})
+        return [OutboxMessage(r.topic, r.key, r.value, headers_of(r.headers), r.id) for r in rows]
 
 
 # Built once: a statement built per call costs as much again as running it. A RETURNING
@@ -230,6 +262,29 @@ _LOAD = (  # with the transaction's time, which saves a round trip for `now()`
 )
 _LOAD_FOR_UPDATE = _LOAD.with_for_update()
 _NOW = sa.select(sa.func.now())
+
+
+class _DatabaseClock:
+    """The database's time, as an offset from this process's clock, read anew at most every
+    `max_age_s`: a start needs the time (for its deadlines) and no other round trip."""
+
+    def __init__(self, max_age_s: float = 10.0) -> None:
+        self.max_age_s = max_age_s
+        self._offset = timedelta(0)
+        self._learned_at = -math.inf
+
+    def now(self) -> datetime | None:
+        if time.monotonic() - self._learned_at > self.max_age_s:
+            return None
+        return datetime.now(UTC) + self._offset
+
+    def learn(self, db_now: datetime) -> datetime:
+        self._offset = db_now - datetime.now(UTC)
+        self._learned_at = time.monotonic()
+        return db_now
+
+
+_CLOCK = _DatabaseClock()
 # A worker claims the sagas whose definition it has; one overdue by `orphaned_after_s` (no
 # worker has decided it: its definition may be gone everywhere) it claims whatever the type.
 _CLAIM_DUE = sa.text(
@@ -244,7 +299,16 @@ _CLAIM_DUE = sa.text(
     FOR UPDATE SKIP LOCKED
     """
 )
-_INSERT_SAGA = saga.insert()
+_NEXT_WAKE = sa.text(
+    """
+    SELECT wake_at FROM saga
+    WHERE wake_at IS NOT NULL
+      AND (type, definition_version) IN
+          (SELECT * FROM unnest(CAST(:types AS text[]), CAST(:versions AS int[])))
+    ORDER BY wake_at
+    LIMIT 1
+    """
+)
 _LOAD_STEPS = (
     sa.select(saga_step)
     .where(saga_step.c.saga_id.in_(sa.bindparam("ids", expanding=True)))
@@ -262,6 +326,21 @@ _STEP_MUTABLE = (
     "error",
     "updated_at",
 )
+_INSERTED_COLUMNS = {
+    "id": "uuid",
+    "type": "text",
+    "definition_version": "int",
+    "status": "text",
+    "input": "jsonb",
+    "context": "jsonb",
+    "created_at": "timestamptz",
+    "updated_at": "timestamptz",
+    "version": "int",
+    "wake_at": "timestamptz",
+    "trace_id": "text",
+    "idempotency_key": "text",
+    "request_hash": "text",
+}
 _UPDATED_COLUMNS = {
     "id": "uuid",
     "version": "int",
@@ -303,13 +382,20 @@ _OUTBOX_COLUMNS = {
 }
 
 
-def _unnest_insert(table: str, columns: dict[str, str], prefix: str) -> str:
+def _unnest_insert(table: str, columns: dict[str, str], prefix: str, where: str = "") -> str:
     """INSERT of rows given as one array per column, in the order of the arrays."""
     names = ", ".join(columns)
     return (
         f"INSERT INTO {table} ({names}) SELECT {names} "
-        f"FROM unnest({_arrays(columns, prefix)}) WITH ORDINALITY AS u({names}, n) ORDER BY n"
+        f"FROM unnest({_arrays(columns, prefix)}) WITH ORDINALITY AS u({names}, n) "
+        f"{'WHERE ' + where if where else ''} ORDER BY n"
     )
+
+
+# the rows of a new saga go in only with the saga (not when its id or key was taken)
+_OF_STORED_SAGA = (
+    "(NOT u.saga_id = ANY(CAST(:new_ids AS uuid[])) OR u.saga_id IN (SELECT id FROM inserted))"
+)
 
 
 def _arrays(columns: dict[str, str], prefix: str) -> str:
@@ -327,7 +413,11 @@ def _columns(
 # of the arrays, which is the order of the decisions.
 _WRITE = sa.text(
     f"""
-    WITH updated AS (
+    WITH inserted AS (
+        {_unnest_insert("saga", _INSERTED_COLUMNS, "new_")}
+        ON CONFLICT DO NOTHING
+        RETURNING id
+    ), updated AS (
         UPDATE saga SET status = v.status, context = v.context, updated_at = v.updated_at,
                         version = saga.version + 1, wake_at = v.wake_at,
                         parked_reason = v.parked_reason,
@@ -337,17 +427,42 @@ _WRITE = sa.text(
         WHERE saga.id = v.id AND saga.version = v.version
         RETURNING saga.id
     ), steps AS (
-        {_unnest_insert("saga_step", _STEP_COLUMNS, "step_")}
+        {_unnest_insert("saga_step", _STEP_COLUMNS, "step_", _OF_STORED_SAGA)}
         ON CONFLICT (saga_id, name) DO UPDATE SET
             {", ".join(f"{c} = EXCLUDED.{c}" for c in _STEP_MUTABLE)}
     ), timeline AS (
-        {_unnest_insert("saga_timeline", _TIMELINE_COLUMNS, "timeline_")}
+        {_unnest_insert("saga_timeline", _TIMELINE_COLUMNS, "timeline_", _OF_STORED_SAGA)}
+    ), marked AS (
+        UPDATE outbox SET published_at = now()
+        WHERE id = ANY(CAST(:marked AS bigint[])) AND published_at IS NULL
     ), messages AS (
-        {_unnest_insert("outbox", _OUTBOX_COLUMNS, "outbox_")}
+        {
+        _unnest_insert(
+            "outbox",
+            _OUTBOX_COLUMNS,
+            "outbox_",
+            _OF_STORED_SAGA.replace("u.saga_id", "CAST(u.key AS uuid)"),
+        )
+    }
+        RETURNING id
     )
-    SELECT count(*) FROM updated
+    SELECT (SELECT count(*) FROM updated) AS stored,
+           (SELECT array_agg(id ORDER BY id) FROM messages) AS ids,
+           (SELECT array_agg(id) FROM inserted) AS inserted
     """
 )
+_PENDING = sa.text(
+    """
+    SELECT id, topic, key, headers, value FROM outbox
+    WHERE published_at IS NULL AND parked_at IS NULL AND key = ANY(CAST(:keys AS text[]))
+    ORDER BY id
+    """
+)
+
+
+def headers_of(stored: dict[str, str]) -> tuple[tuple[str, bytes], ...]:
+    """Kafka headers from the outbox's `headers` column."""
+    return tuple((k, v.encode()) for k, v in stored.items())
 
 
 def _step_row(saga_id: str, position: int, step: StepState, now: datetime) -> dict[str, Any]:

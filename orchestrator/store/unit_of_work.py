@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from orchestrator.ports import OutboxMessage, PendingMarks
 from orchestrator.settings import Settings
 from orchestrator.store.saga_store import SqlSagaStore
 
@@ -57,13 +58,34 @@ def engine_for(settings: Settings, pool_size: int, pre_ping: bool = True) -> Asy
     return create_engine(settings.database_url, pool_size, pre_ping, timeouts)
 
 
+OnCommit = Callable[[Sequence[OutboxMessage]], Awaitable[None]]
+
+
 class SqlUnitOfWork:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """`on_commit` gets the outbox messages of each committed transaction, in the order they
+    were written: the process publishes them at once (the relay recovers what it does not)."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        on_commit: OnCommit | None = None,
+        marks: PendingMarks | None = None,
+    ) -> None:
         self._engine = engine
+        self._on_commit = on_commit
+        self._marks = marks
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlSagaStore]:
-        async with self._engine.begin() as conn:
-            store = SqlSagaStore(conn)
-            yield store
-            await store.flush()
+        store: SqlSagaStore | None = None
+        try:
+            async with self._engine.begin() as conn:
+                store = SqlSagaStore(conn, self._marks)
+                yield store
+                await store.flush()
+        except BaseException:
+            if store is not None and store.marked and self._marks is not None:
+                self._marks.give_back(store.marked)
+            raise
+        if store.outgoing and self._on_commit is not None:
+            await self._on_commit(store.outgoing)

@@ -3,136 +3,115 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import logging
+import tempfile
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import faust
 import structlog
 import uvloop
+from faust.app.base import BootStrategy
 from prometheus_client import Gauge, generate_latest
 
-from orchestrator import logs, metrics
+from orchestrator import logs
 from orchestrator.settings import Settings
-from orchestrator.transport.consumer import Consumed
+from orchestrator.transport.loop import ConsumerLoop
 
 log = structlog.get_logger(__name__)
 
-SHUTDOWN_GRACE_S = 15.0
-_IN_FLIGHT: set[asyncio.Future[None]] = set()
+
+def serve(
+    settings: Settings,
+    app_id: str,
+    loops: Sequence[ConsumerLoop],
+    on_stop: Callable[[], Awaitable[None]],
+    *,
+    tasks: Sequence[Callable[[], Awaitable[None]]] = (),
+    web_port: int = 0,
+) -> None:
+    """Run the consumer loops and `tasks` until SIGTERM or SIGINT, then stop the loops (the
+    batches in hand finish and commit) and run `on_stop`."""
+    app = _create_app(settings, app_id, loops, web_port)
+    for task in tasks:
+        app.task(task)
+
+    async def stopped(sender: Any, *args: Any, **kwargs: Any) -> None:
+        await asyncio.gather(*(loop.stop() for loop in loops))
+        await on_stop()
+
+    shutdown_signal: Any = app.on_before_shutdown
+    shutdown_signal.connect(stopped, weak=False)
+    _run(app, settings)
 
 
-def create_app(settings: Settings, app_id: str, web_port: int = 0) -> faust.App:
-    """The faust app; with a `web_port`, it serves /healthz, /readyz and /metrics there."""
+def _create_app(
+    settings: Settings, app_id: str, loops: Sequence[ConsumerLoop], web_port: int
+) -> faust.App:
+    """The faust app: the process's lifecycle, its signals and, with a `web_port`, its
+    /healthz, /readyz and /metrics. It runs each consumer loop as a task; faust's own
+    consumer, producer and sensors are not started (the loops and the `Publisher` are the
+    hot path's Kafka clients)."""
     brokers = ";".join(f"kafka://{s.strip()}" for s in settings.kafka_bootstrap_servers.split(","))
     app = faust.App(
         app_id,
         broker=brokers,
-        key_serializer="raw",
-        value_serializer="raw",
         web_enabled=bool(web_port),
         web_port=web_port or 6066,
         web_bind=settings.api_host,
         web_host=settings.api_host,
-        topic_disable_leader=True,
         topic_allow_declare=False,
-        topic_partitions=settings.topic_partitions,
-        consumer_auto_offset_reset="earliest",
-        broker_commit_every=100,
-        broker_commit_interval=0.5,
-        stream_wait_empty=True,
-        producer_acks=-1,
-        broker_session_timeout=settings.consumer_session_timeout_s,
-        broker_heartbeat_interval=settings.consumer_session_timeout_s / 10,
+        # faust makes a data directory per app, used for tables only: none here
+        datadir=str(Path(tempfile.gettempdir()) / f"saga-{app_id}"),
     )
+    app.boot_strategy = BootStrategy(
+        app, enable_kafka=False, enable_web=bool(web_port), enable_sensors=False
+    )
+    for loop in loops:
+        _run_as_task(app, loop)
     if web_port:
-        _add_probes(app)
+        _add_probes(app, loops)
     return app
 
 
-def _add_probes(app: faust.App) -> None:
+def _run_as_task(app: faust.App, loop: ConsumerLoop) -> None:
+    async def consume() -> None:
+        await loop.run()
+
+    consume.__name__ = consume.__qualname__ = "consume_" + loop.topic.replace(".", "_")
+    app.task(consume)
+
+
+def _add_probes(app: faust.App, loops: Sequence[ConsumerLoop]) -> None:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        """Ready once the consumer holds partitions: it is taking part in its group."""
-        try:
-            assigned = len(app.consumer.assignment())
-        except Exception:  # the consumer is not started yet
-            assigned = 0
-        body = {"status": "ready" if assigned else "waiting", "partitions": assigned}
-        return web.json(body, status=200 if assigned else 503)
+        """Ready once every consumer holds partitions: it is taking part in its group."""
+        assigned = sum(len(loop.assignment()) for loop in loops)
+        ready = all(loop.assignment() for loop in loops)
+        body = {"status": "ready" if ready else "waiting", "partitions": assigned}
+        return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")
     async def metrics(web: Any, request: Any) -> Any:
-        _observe_lag(app)
+        for loop in loops:
+            for tp, lag in loop.lag().items():
+                CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)
         # aiohttp sets the charset itself and refuses one in the content type
         return web.bytes(generate_latest(), content_type="text/plain; version=0.0.4")
 
 
-def consume(
-    app: faust.App,
-    topic_name: str,
-    apply: Callable[[list[Consumed]], Awaitable[None]],
-    max_batch: int = 500,
-) -> None:
-    """Run `apply` on the records of a topic in batches, one batch at a time.
-
-    A batch is every record already waiting when one arrives, up to `max_batch`: one record
-    at low load, so nothing waits for company, and many at high load, when they share one
-    transaction. Records keep their order, so a saga's messages are applied in the order
-    they were published. Acks are manual: a batch's records are acknowledged once `apply`
-    returned (its transaction committed), and faust commits acknowledged offsets only.
-    """
-    topic = app.topic(topic_name, key_serializer="raw", value_serializer="raw")
-    batch_size = metrics.BATCH_SIZE.labels(topic_name)
-
-    async def agent(stream: Any) -> None:
-        manual = stream.noack()
-        waiting = manual.channel.queue
-        events: list[Any] = []
-        async for event in manual.events():
-            events.append(event)
-            if len(events) < max_batch and not waiting.empty():
-                continue
-            records = [
-                Consumed(m.topic, m.partition, m.offset, m.key, m.value, list(m.headers or []))
-                for m in (e.message for e in events)
-            ]
-            batch_size.observe(len(records))
-            # Shielded: a shutdown lets the batch in hand finish and commit (see run()).
-            task = asyncio.ensure_future(apply(records))
-            _IN_FLIGHT.add(task)
-            task.add_done_callback(_IN_FLIGHT.discard)
-            try:
-                await asyncio.shield(task)
-            except Exception:  # apply() ends every record itself; this is the last guard
-                log.exception("consumer_batch_failed", topic=topic_name, size=len(records))
-            for done in events:
-                await manual.ack(done)
-            events = []
-
-    agent.__name__ = agent.__qualname__ = "consume_" + topic_name.replace(".", "_")
-    app.agent(topic, name=agent.__name__)(agent)
-
-
-def run(app: faust.App, settings: Settings, on_stop: Callable[[], Awaitable[None]]) -> None:
-    """Run the app until SIGTERM or SIGINT; `on_stop` runs once the consumer has stopped."""
-
-    async def stopped(sender: Any, *args: Any, **kwargs: Any) -> None:
-        if _IN_FLIGHT:
-            await asyncio.wait(_IN_FLIGHT, timeout=SHUTDOWN_GRACE_S)
-        await on_stop()
-
-    shutdown_signal: Any = app.on_before_shutdown
-    shutdown_signal.connect(stopped, weak=False)
-    # uvloop for this thread and for the consumer thread faust starts: less time in the loop
+def _run(app: faust.App, settings: Settings) -> None:
+    # uvloop: less time in the event loop itself
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
     # faust narrates every rebalance at INFO; our own structured events say what matters.
     libraries = "debug" if settings.log_level == "debug" else "warning"
-    worker = faust.Worker(
+    worker = _Worker(
         app,
         loglevel=libraries.upper(),
         quiet=True,
@@ -142,21 +121,13 @@ def run(app: faust.App, settings: Settings, on_stop: Callable[[], Awaitable[None
     worker.execute_from_commandline()
 
 
+class _Worker(faust.Worker):
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        """No terminal spinner: its handler sets the root logger to DEBUG, and every
+        library's debug line would then be formatted and dropped, on the hot path too."""
+        self.spinner = None
+
+
 CONSUMER_LAG = Gauge(
     "saga_consumer_lag", "Records not yet processed, per partition", ["topic", "partition"]
 )
-
-
-def _observe_lag(app: faust.App) -> None:
-    """Lag = the partition's high-water mark minus the committed offset, at scrape time."""
-    consumer: Any = app.consumer
-    try:
-        assigned = consumer.assignment()
-    except Exception:  # not started: nothing to report
-        return
-    for tp in assigned:
-        highwater = consumer.highwater(tp)
-        committed = consumer._committed_offset.get(tp)  # faust keeps no public accessor
-        if highwater is not None:
-            lag = max(0, highwater - (committed or 0))
-            CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(lag)

@@ -41,6 +41,12 @@ class Record:
     headers: Sequence[tuple[str, bytes]] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    producer: AIOKafkaProducer
+    outcomes: list[asyncio.Future[object] | BaseException]
+
+
 class Publisher:
     def __init__(self, bootstrap_servers: str, client_id: str, linger_ms: int = 0) -> None:
         """linger 0: a record goes out at once when the connection is idle, and records that
@@ -99,31 +105,42 @@ class Publisher:
         """Send records in order; return each one's outcome: None once the broker
         acknowledged it, else the error. A record refused on its own (larger than the broker
         takes, for a topic it does not know) does not stop the records after it."""
+        return await self.settle(await self.send_each(records))
+
+    async def send_each(self, records: Sequence[Record]) -> Sent:
+        """Hand records to the producer in order, without waiting for the broker: records
+        sent by later calls go out after these. `settle` waits for the outcomes."""
         producer = self._producer or await self.start()
-        outcomes: list[BaseException | None] = [None] * len(records)
-        sent: list[tuple[int, asyncio.Future[object]]] = []
+        outcomes: list[asyncio.Future[object] | BaseException] = []
         topics: dict[str, BaseException | None] = {}
-        for i, r in enumerate(records):
+        for r in records:
             if r.topic not in topics:
                 topics[r.topic] = await self._known(producer, r.topic)
-            if topics[r.topic] is not None:
-                outcomes[i] = topics[r.topic]
+            unknown = topics[r.topic]
+            if unknown is not None:
+                outcomes.append(unknown)
                 continue
             try:
-                future = await producer.send(
-                    r.topic, value=r.value, key=r.key.encode(), headers=list(r.headers)
+                outcomes.append(
+                    await producer.send(
+                        r.topic, value=r.value, key=r.key.encode(), headers=list(r.headers)
+                    )
                 )
             except Exception as exc:  # refused before sending: too large, say
-                outcomes[i] = exc
-                continue
-            sent.append((i, future))
-        acks = await asyncio.gather(*(f for _, f in sent), return_exceptions=True)
-        for (i, _), ack in zip(sent, acks, strict=True):
-            if isinstance(ack, BaseException):
-                outcomes[i] = ack
+                outcomes.append(exc)
+        return Sent(producer, outcomes)
+
+    async def settle(self, sent: Sent) -> list[BaseException | None]:
+        """Each record's outcome once the broker answered: None when it acknowledged it."""
+        futures = [o for o in sent.outcomes if isinstance(o, asyncio.Future)]
+        acks = iter(await asyncio.gather(*futures, return_exceptions=True))
+        outcomes: list[BaseException | None] = []
+        for o in sent.outcomes:
+            ack = next(acks) if isinstance(o, asyncio.Future) else o
+            outcomes.append(ack if isinstance(ack, BaseException) else None)
         lost = next((o for o in outcomes if isinstance(o, PRODUCER_STATE_LOST)), None)
         if lost is not None:
-            await self._replace(producer, lost)
+            await self._replace(sent.producer, lost)
         return outcomes
 
     async def _replace(self, producer: AIOKafkaProducer, error: BaseException) -> None:

@@ -9,7 +9,6 @@ import socket
 import uuid
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -44,9 +43,15 @@ _RELEASE_LEASE = (
     .where(outbox_relay_lease.c.id == 1, outbox_relay_lease.c.owner == sa.bindparam("owner"))
     .values(expires_at=sa.func.now())
 )
+# Rows younger than `recover_after_s` are being published by the process that wrote them.
 _UNPUBLISHED = (
     sa.select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.value)
-    .where(outbox.c.published_at.is_(None), outbox.c.parked_at.is_(None))
+    .where(
+        outbox.c.published_at.is_(None),
+        outbox.c.parked_at.is_(None),
+        outbox.c.created_at
+        < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam("older_than")),
+    )
     .order_by(outbox.c.id)
     .limit(sa.bindparam("limit"))
 )
@@ -85,16 +90,16 @@ _NOTE_PARKED = saga_timeline.insert().values(
     detail=sa.bindparam("detail"),
     message_id=None,
 )
-NOTIFY_CHANNEL = "saga_outbox"  # see migration 0008: every outbox INSERT notifies it
 
 
 class OutboxRelay:
-    """Publishes outbox rows as soon as their transaction commits.
+    """Publishes the outbox rows that the processes which wrote them left unpublished.
 
-    A committed INSERT into the outbox sends a NOTIFY; the relay LISTENs on a connection of
-    its own and relays until the outbox is empty, then waits for the next notification. It
-    also looks every `poll_interval_s` whatever it heard, so a notification lost with a
-    broken connection delays rows by that much at most.
+    Each process publishes its own rows right after its commit (publish_on_commit.py); the
+    relay is the recovery path, for the rows of a process that crashed or lost the broker
+    before the broker acknowledged them. Every `poll_interval_s`, or when woken, it publishes
+    the rows older than `recover_after_s`, in the order they were written, until none is
+    left. At idle it reads one index and writes nothing.
 
     No row holds up the others: a row the broker refuses for good (larger than it takes, a
     topic it does not know after `max_attempts` rounds, a refused authorization) is parked
@@ -109,6 +114,7 @@ class OutboxRelay:
         poll_interval_s: float = 1.0,
         lease_s: float = 5.0,
         max_attempts: int = 5,
+        recover_after_s: float = 2.0,
     ) -> None:
         self._engine = engine
         self._publisher = publisher
@@ -116,15 +122,15 @@ class OutboxRelay:
         self._poll_interval_s = poll_interval_s
         self._lease_s = lease_s
         self._max_attempts = max_attempts
+        self._recover_after_s = recover_after_s
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
 
     def wake(self) -> None:
-        """Relay now: this process just committed outbox rows."""
+        """Look now: this process left rows unpublished."""
         self._wake.set()
 
     async def run(self) -> None:
-        listener = asyncio.create_task(self._listen())
         backoff = 0.05
         try:
             while True:
@@ -143,27 +149,9 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
         finally:
-            listener.cancel()
             with contextlib.suppress(Exception):
                 async with self._engine.begin() as conn:  # a restarted worker takes over at once
                     await conn.execute(_RELEASE_LEASE, {"owner": self._owner})
-
-    async def _listen(self) -> None:
-        """Set the wake event on every notification; reconnect when the connection breaks."""
-        url = self._engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
-        backoff = 0.1
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(url, autocommit=True) as conn:
-                    await conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
-                    backoff = 0.1
-                    self._wake.set()  # whatever committed while nobody listened
-                    async for _ in conn.notifies():
-                        self._wake.set()
-            except psycopg.Error as exc:
-                log.warning("outbox_listen_failed", error=repr(exc), retry_in_s=backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
 
     async def relay_once(self) -> tuple[int, int]:
         """Publish one batch; return how many rows were published and how many are left for
@@ -174,7 +162,12 @@ class OutboxRelay:
         published again (consumers ignore the repeats).
         """
         async with self._engine.begin() as conn:
-            rows = (await conn.execute(_UNPUBLISHED, {"limit": self._batch_size})).all()
+            rows = (
+                await conn.execute(
+                    _UNPUBLISHED,
+                    {"limit": self._batch_size, "older_than": self._recover_after_s},
+                )
+            ).all()
             # the lease only when there is work: an idle relay writes nothing
             if not rows or not await self._lease(conn):
                 return 0, 0

@@ -15,7 +15,7 @@ DLQ_SUFFIX = ".dlq"
 
 
 def topic_names(settings: Settings, participants: Iterable[str]) -> list[str]:
-    base = [settings.topic("replies"), settings.topic("events")]
+    base = [settings.topic("replies"), settings.topic("events"), settings.topic("starts")]
     base += [settings.topic(p) for p in participants]
     return base + [t + DLQ_SUFFIX for t in base]
 
