@@ -37,7 +37,8 @@ def per_hop_ms(result: RunResult, records: list[tuple[str, int, bytes]]) -> dict
             envelope = json.loads(value)
         except ValueError:
             continue
-        if isinstance(envelope, dict) and "sagaId" in envelope:
+        # envelopes only: a start on the ingress topic names its saga but is no envelope
+        if isinstance(envelope, dict) and "sagaId" in envelope and "messageId" in envelope:
             by_saga[envelope["sagaId"]].append((envelope, kafka_ms / 1000))
     totals: dict[str, list[float]] = {hop: [] for hop in HOPS}
     for outcome in result.measured:
