@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
+import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator.ports import (
@@ -22,13 +23,16 @@ from orchestrator.ports import (
 from orchestrator.saga.errors import ConcurrencyConflictError
 from orchestrator.saga.machine import SagaStatus, StepStatus
 from orchestrator.saga.saga import Saga, StepState, TimelineEntry
-from orchestrator.store.tables import processed_message, saga, saga_step
 from orchestrator.transport import codec
 
 
 class SqlSagaStore:
     """Reads go to the database at once; writes are collected and sent by `flush` (the unit
-    of work calls it before committing) as one statement, whatever the number of sagas."""
+    of work calls it before committing) as one statement, whatever the number of sagas.
+
+    Statements go to psycopg directly, on the unit of work's connection and transaction:
+    built once as text, prepared by the server after a few uses, with no per-call
+    compilation."""
 
     def __init__(self, conn: AsyncConnection, marks: PendingMarks | None = None) -> None:
         self._conn = conn
@@ -42,11 +46,28 @@ class SqlSagaStore:
         self._now: datetime | None = None
         self.outgoing: list[OutboxMessage] = []  # what this transaction wrote to the outbox
         self._pending_first: list[str] = []
+        self._raw: psycopg.AsyncConnection[Any] | None = None
+        self._loaded: dict[tuple[str, str], str] = {}  # (saga, step) -> the step as loaded
+
+    async def _pg(self) -> psycopg.AsyncConnection[Any]:
+        if self._raw is None:
+            self._raw = (await self._conn.get_raw_connection()).driver_connection
+        assert self._raw is not None
+        return self._raw
+
+    async def _rows(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        cursor = await (await self._pg()).execute(query, params)
+        return await cursor.fetchall()
+
+    async def _dicts(self, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        cursor = (await self._pg()).cursor(row_factory=dict_row)
+        await cursor.execute(query, params)
+        return await cursor.fetchall()
 
     async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
         """Record (message id, saga id) pairs as applied; return the ids not recorded before."""
-        rows = [{"message_id": m, "saga_id": s} for m, s in messages]
-        return {str(row.message_id) for row in await self._conn.execute(_MARK_PROCESSED, rows)}
+        params = {"ids": [m for m, _ in messages], "sagas": [s for _, s in messages]}
+        return {row[0] for row in await self._rows(_MARK_PROCESSED, params)}
 
     async def publish_pending_first(self, saga_ids: Sequence[str]) -> None:
         self._pending_first += saga_ids
@@ -57,8 +78,7 @@ class SqlSagaStore:
         if self._now is None:
             self._now = _CLOCK.now()
             if self._now is None:
-                db_now = await self._conn.scalar(_NOW)
-                assert db_now is not None
+                (db_now,) = (await self._rows(_NOW, {}))[0]
                 self._now = _CLOCK.learn(db_now)
         return self._now
 
@@ -73,32 +93,33 @@ class SqlSagaStore:
             "versions": [v for _, v in known],
             "orphaned_after_s": orphaned_after_s,
         }
-        return [str(r.id) for r in await self._conn.execute(_CLAIM_DUE, params)]
+        return [r[0] for r in await self._rows(_CLAIM_DUE, params)]
 
     async def next_wake(self, known: Sequence[tuple[str, int]]) -> datetime | None:
         params = {"types": [t for t, _ in known], "versions": [v for _, v in known]}
-        return await self._conn.scalar(_NEXT_WAKE, params)  # type: ignore[no-any-return]
+        rows = await self._rows(_NEXT_WAKE, params)
+        return rows[0][0] if rows else None
 
     async def load_many(self, saga_ids: Sequence[str], *, for_update: bool) -> dict[str, Saga]:
         """The sagas found, locked in id order (the same everywhere: no deadlocks)."""
         query = _LOAD_FOR_UPDATE if for_update else _LOAD
-        rows = (await self._conn.execute(query, {"ids": list(saga_ids)})).mappings().all()
+        rows = await self._dicts(query, {"ids": list(saga_ids)})
         if not rows:
             return {}
         self._now = _CLOCK.learn(rows[0]["db_now"])
-        steps: dict[str, dict[str, StepState]] = {str(r["id"]): {} for r in rows}
-        step_rows = await self._conn.execute(_LOAD_STEPS, {"ids": list(steps)})
-        for s in step_rows.mappings():
-            steps[str(s["saga_id"])][s["name"]] = _step_state(s)
+        steps: dict[str, dict[str, StepState]] = {r["id"]: {} for r in rows}
+        for s in await self._dicts(_LOAD_STEPS, {"ids": list(steps)}):
+            step = steps[s["saga_id"]][s["name"]] = _step_state(s)
+            self._loaded[s["saga_id"], s["name"]] = repr(step)
         return {
-            str(row["id"]): Saga(
-                id=str(row["id"]),
+            row["id"]: Saga(
+                id=row["id"],
                 type=row["type"],
                 definition_version=row["definition_version"],
                 status=SagaStatus(row["status"]),
                 input=row["input"],
                 context=row["context"],
-                steps=steps[str(row["id"])],
+                steps=steps[row["id"]],
                 version=row["version"],
                 started_at=row["created_at"],
                 trace_id=row["trace_id"] or "",
@@ -136,15 +157,12 @@ class SqlSagaStore:
             saga_row.version = 1
 
     async def find_by_idempotency_key(self, key: str) -> tuple[Saga, str] | None:
-        row = (
-            await self._conn.execute(
-                sa.select(saga.c.id, saga.c.request_hash).where(saga.c.idempotency_key == key)
-            )
-        ).first()
-        if row is None:
+        rows = await self._rows(_BY_KEY, {"key": key})
+        if not rows:
             return None
-        found = await self.load_many([str(row.id)], for_update=False)
-        return found[str(row.id)], row.request_hash
+        saga_id, request_hash = rows[0]
+        found = await self.load_many([saga_id], for_update=False)
+        return found[saga_id], request_hash
 
     async def update_many(self, changed: Sequence[Saga], now: datetime) -> None:
         """Store each saga if its version is still the one loaded; `flush` raises a conflict
@@ -162,7 +180,11 @@ class SqlSagaStore:
                 }
             )
             c.version += 1
-            self._steps += [_step_row(c.id, i, s, now) for i, s in enumerate(c.steps.values())]
+            self._steps += [  # the steps that changed since they were loaded
+                _step_row(c.id, i, s, now)
+                for i, s in enumerate(c.steps.values())
+                if self._loaded.get((c.id, s.name)) != repr(s)
+            ]
 
     async def append_many(
         self,
@@ -216,11 +238,11 @@ class SqlSagaStore:
         params: dict[str, Any] = {
             "new_ids": new_ids,
             "marked": self.marked,
-            **_columns(self._inserted, _INSERTED_COLUMNS, "new_"),
-            **_columns(updated, _UPDATED_COLUMNS, "saga_"),
-            **_columns(self._steps, _STEP_COLUMNS, "step_"),
-            **_columns(self._timeline, _TIMELINE_COLUMNS, "timeline_"),
-            **_columns(self._outbox, _OUTBOX_COLUMNS, "outbox_"),
+            **_columns(self._inserted, _INSERTED_COLUMNS, "n_"),
+            **_columns(updated, _UPDATED_COLUMNS, "s_"),
+            **_columns(self._steps, _STEP_COLUMNS, "p_"),
+            **_columns(self._timeline, _TIMELINE_COLUMNS, "t_"),
+            **_columns(self._outbox, _OUTBOX_COLUMNS, "o_"),
         }
         self._inserted, self._updated, self._steps, self._timeline, self._outbox = (
             [],
@@ -230,38 +252,54 @@ class SqlSagaStore:
             [],
         )
         pending = await self._pending(self._pending_first) if self._pending_first else []
-        written = (await self._conn.execute(_WRITE, params)).one()
-        if written.stored != len(updated):
+        stored, ids, inserted = (await self._rows(_WRITE, params))[0]
+        if stored != len(updated):
             raise ConcurrencyConflictError(
-                f"{len(updated) - (written.stored or 0)} of sagas {[u['id'] for u in updated]} "
+                f"{len(updated) - (stored or 0)} of sagas {[u['id'] for u in updated]} "
                 "changed since they were loaded"
             )
-        refused = set(new_ids) - {str(i) for i in written.inserted or []}
+        refused = set(new_ids) - set(inserted or [])
         if refused:
             self.outgoing = [m for m in self.outgoing if m.key not in refused]
-        for message, row_id in zip(self.outgoing, written.ids or [], strict=True):
+        for message, row_id in zip(self.outgoing, ids or [], strict=True):
             message.id = row_id
         self.outgoing[:0] = pending
         return refused
 
     async def _pending(self, saga_ids: Sequence[str]) -> list[OutboxMessage]:
-        rows = await self._conn.execute(_PENDING, {"keys": list(saga_ids)})
-        return [OutboxMessage(r.topic, r.key, r.value, headers_of(r.headers), r.id) for r in rows]
+        rows = await self._rows(_PENDING, {"keys": list(saga_ids)})
+        return [
+            OutboxMessage(topic, key, value, headers_of(headers), row_id)
+            for row_id, topic, key, headers, value in rows
+        ]
 
 
-# Built once: a statement built per call costs as much again as running it. A RETURNING
-# makes SQLAlchemy send many rows as one multi-row INSERT ("insertmanyvalues") rather than
-# one statement per row.
-_MARK_PROCESSED = (
-    insert(processed_message).on_conflict_do_nothing().returning(processed_message.c.message_id)
-)
-_LOAD = (  # with the transaction's time, which saves a round trip for `now()`
-    sa.select(saga, sa.func.now().label("db_now"))
-    .where(saga.c.id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(saga.c.id)
-)
-_LOAD_FOR_UPDATE = _LOAD.with_for_update()
-_NOW = sa.select(sa.func.now())
+_MARK_PROCESSED = """
+    INSERT INTO processed_message (message_id, saga_id)
+    SELECT * FROM unnest(%(ids)s::uuid[], %(sagas)s::uuid[])
+    ON CONFLICT DO NOTHING
+    RETURNING message_id::text
+"""
+# with the transaction's time, which saves a round trip for `now()`
+_LOAD = """
+    SELECT id::text, type, definition_version, status, input, context, version, created_at,
+           trace_id, parked_reason, now() AS db_now
+    FROM saga WHERE id = ANY(%(ids)s::uuid[]) ORDER BY id
+"""
+_LOAD_FOR_UPDATE = _LOAD + " FOR UPDATE"
+_LOAD_STEPS = """
+    SELECT saga_id::text, name, status, attempt, compensation_attempt, retry_base,
+           compensation_base, deadline, next_attempt_at, result, error
+    FROM saga_step WHERE saga_id = ANY(%(ids)s::uuid[]) ORDER BY saga_id, position
+"""
+_BY_KEY = "SELECT id::text, request_hash FROM saga WHERE idempotency_key = %(key)s"
+_NOW = "SELECT now()"
+
+
+def _psycopg(query: str) -> str:
+    """`:name` placeholders as psycopg's `%(name)s`, whitespace folded: psycopg caches the
+    parsing of statements up to 4 KiB, and folded, the largest one here fits."""
+    return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", " ".join(query.split()))
 
 
 class _DatabaseClock:
@@ -287,9 +325,9 @@ class _DatabaseClock:
 _CLOCK = _DatabaseClock()
 # A worker claims the sagas whose definition it has; one overdue by `orphaned_after_s` (no
 # worker has decided it: its definition may be gone everywhere) it claims whatever the type.
-_CLAIM_DUE = sa.text(
+_CLAIM_DUE = _psycopg(
     """
-    SELECT id FROM saga
+    SELECT id::text FROM saga
     WHERE wake_at <= now()
       AND ((type, definition_version) IN
                (SELECT * FROM unnest(CAST(:types AS text[]), CAST(:versions AS int[])))
@@ -299,7 +337,7 @@ _CLAIM_DUE = sa.text(
     FOR UPDATE SKIP LOCKED
     """
 )
-_NEXT_WAKE = sa.text(
+_NEXT_WAKE = _psycopg(
     """
     SELECT wake_at FROM saga
     WHERE wake_at IS NOT NULL
@@ -308,11 +346,6 @@ _NEXT_WAKE = sa.text(
     ORDER BY wake_at
     LIMIT 1
     """
-)
-_LOAD_STEPS = (
-    sa.select(saga_step)
-    .where(saga_step.c.saga_id.in_(sa.bindparam("ids", expanding=True)))
-    .order_by(saga_step.c.saga_id, saga_step.c.position)
 )
 _STEP_MUTABLE = (
     "status",
@@ -394,12 +427,12 @@ def _unnest_insert(table: str, columns: dict[str, str], prefix: str, where: str 
 
 # the rows of a new saga go in only with the saga (not when its id or key was taken)
 _OF_STORED_SAGA = (
-    "(NOT u.saga_id = ANY(CAST(:new_ids AS uuid[])) OR u.saga_id IN (SELECT id FROM inserted))"
+    "(NOT u.saga_id = ANY(:new_ids::uuid[]) OR u.saga_id IN (SELECT id FROM inserted))"
 )
 
 
 def _arrays(columns: dict[str, str], prefix: str) -> str:
-    return ", ".join(f"CAST(:{prefix}{c} AS {t}[])" for c, t in columns.items())
+    return ", ".join(f":{prefix}{c}::{t}[]" for c, t in columns.items())
 
 
 def _columns(
@@ -411,10 +444,10 @@ def _columns(
 # Every write of a transaction in one statement, parameters as arrays: one round trip and
 # one compiled statement, for one saga or five hundred. Outbox identities follow the order
 # of the arrays, which is the order of the decisions.
-_WRITE = sa.text(
+_WRITE = _psycopg(
     f"""
     WITH inserted AS (
-        {_unnest_insert("saga", _INSERTED_COLUMNS, "new_")}
+        {_unnest_insert("saga", _INSERTED_COLUMNS, "n_")}
         ON CONFLICT DO NOTHING
         RETURNING id
     ), updated AS (
@@ -423,35 +456,34 @@ _WRITE = sa.text(
                         parked_reason = v.parked_reason,
                         parked_at = CASE WHEN v.parked_reason IS NULL THEN NULL
                                          ELSE coalesce(saga.parked_at, v.updated_at) END
-        FROM unnest({_arrays(_UPDATED_COLUMNS, "saga_")}) AS v({", ".join(_UPDATED_COLUMNS)})
+        FROM unnest({_arrays(_UPDATED_COLUMNS, "s_")}) AS v({", ".join(_UPDATED_COLUMNS)})
         WHERE saga.id = v.id AND saga.version = v.version
         RETURNING saga.id
     ), steps AS (
-        {_unnest_insert("saga_step", _STEP_COLUMNS, "step_", _OF_STORED_SAGA)}
+        {_unnest_insert("saga_step", _STEP_COLUMNS, "p_", _OF_STORED_SAGA)}
         ON CONFLICT (saga_id, name) DO UPDATE SET
             {", ".join(f"{c} = EXCLUDED.{c}" for c in _STEP_MUTABLE)}
     ), timeline AS (
-        {_unnest_insert("saga_timeline", _TIMELINE_COLUMNS, "timeline_", _OF_STORED_SAGA)}
+        {_unnest_insert("saga_timeline", _TIMELINE_COLUMNS, "t_", _OF_STORED_SAGA)}
     ), marked AS (
         UPDATE outbox SET published_at = now()
-        WHERE id = ANY(CAST(:marked AS bigint[])) AND published_at IS NULL
+        WHERE id = ANY(:marked::bigint[]) AND published_at IS NULL
     ), messages AS (
         {
         _unnest_insert(
             "outbox",
             _OUTBOX_COLUMNS,
-            "outbox_",
+            "o_",
             _OF_STORED_SAGA.replace("u.saga_id", "CAST(u.key AS uuid)"),
         )
     }
         RETURNING id
     )
-    SELECT (SELECT count(*) FROM updated) AS stored,
-           (SELECT array_agg(id ORDER BY id) FROM messages) AS ids,
-           (SELECT array_agg(id) FROM inserted) AS inserted
+    SELECT (SELECT count(*) FROM updated), (SELECT array_agg(id ORDER BY id) FROM messages),
+           (SELECT array_agg(id::text) FROM inserted)
     """
 )
-_PENDING = sa.text(
+_PENDING = _psycopg(
     """
     SELECT id, topic, key, headers, value FROM outbox
     WHERE published_at IS NULL AND parked_at IS NULL AND key = ANY(CAST(:keys AS text[]))
@@ -483,7 +515,7 @@ def _step_row(saga_id: str, position: int, step: StepState, now: datetime) -> di
     }
 
 
-def _step_state(row: sa.RowMapping) -> StepState:
+def _step_state(row: dict[str, Any]) -> StepState:
     return StepState(
         name=row["name"],
         status=StepStatus(row["status"]),
