@@ -16,7 +16,7 @@ from orchestrator.saga.messages import Message
 from orchestrator.service import SagaService
 from orchestrator.settings import Settings
 from orchestrator.store import migrate
-from orchestrator.store.outbox import OutboxMarks
+from orchestrator.store.outbox import SqlOutbox
 from orchestrator.store.queries import SqlSagaReader
 from orchestrator.store.unit_of_work import SqlUnitOfWork, engine_for
 from orchestrator.transport import consumer, faust_app, ingress, topics
@@ -59,7 +59,7 @@ def run_api(settings: Settings, port: int | None = None) -> None:
         log.warning("api_insecure", detail="SAGA_INSECURE_DEV is set: no authentication")
     engine = engine_for(settings, settings.db_pool_size)
     publisher = Publisher(settings.kafka_bootstrap_servers, "saga-api")
-    publish = PublishOnCommit(publisher, OutboxMarks(engine).mark_published)
+    publish = PublishOnCommit(publisher, SqlOutbox(engine).mark_published)
 
     async def schema_at_head() -> None:
         await migrate.check_at_head(engine)
@@ -91,15 +91,16 @@ def run_worker(settings: Settings) -> None:
     engine = engine_for(settings, settings.db_pool_size, pre_ping=False)
     asyncio.run(create_topics(settings))
     publisher = Publisher(settings.kafka_bootstrap_servers, "saga-orchestrator")
+    outbox = SqlOutbox(engine)
     relay = OutboxRelay(
-        engine,
+        outbox,
         publisher,
         settings.relay_batch_size,
         settings.relay_poll_interval_s,
         lease_s=settings.relay_lease_s,
         recover_after_s=settings.relay_recover_after_s,
     )
-    publish = PublishOnCommit(publisher, OutboxMarks(engine).mark_published, relay.wake)
+    publish = PublishOnCommit(publisher, outbox.mark_published, relay.wake)
     service = build_service(settings, engine, publish)
 
     async def parked(message: Message, reason: str, record: consumer.Consumed) -> None:

@@ -20,10 +20,7 @@ import re
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import psycopg
 import structlog
-from aiokafka import errors as kafka
-from sqlalchemy import exc as sa_exc
 
 from orchestrator.saga.errors import ConcurrencyConflictError
 
@@ -37,87 +34,40 @@ class Fault(enum.Enum):
     POISON = "poison"
 
 
-# PostgreSQL SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
-_TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57P", "58")  # connection, resources, shutdown, I/O
-_TRANSIENT_SQLSTATES = {
-    "40001": "serialization failure",
-    "40P01": "deadlock",
-    "25006": "read-only transaction (a failover in progress)",
-    "25P03": "idle-in-transaction timeout",
-    "55P03": "lock timeout",
-    "55006": "object in use",
-    "42P01": "undefined table (a migration not run yet)",
-    "42703": "undefined column (a migration not run yet)",
-}
-_DOUBTFUL_SQLSTATES = {"57014": "statement timeout"}
+# Each adapter teaches this table the errors of its library (transport/broker_faults.py for
+# Kafka's): the use cases and the store classify a broker's fault without importing it.
+_CLASSIFIERS: list[Callable[[BaseException], Fault | None]] = []
 
-_POISON_KAFKA = (
-    kafka.MessageSizeTooLargeError,
-    kafka.RecordTooLargeError,
-    kafka.RecordListTooLargeError,
-    kafka.InvalidTopicError,
-    kafka.TopicAuthorizationFailedError,
-    kafka.ClusterAuthorizationFailedError,
-    kafka.PolicyViolationError,
-    kafka.CorruptRecordException,
-)
-_DOUBTFUL_KAFKA = (kafka.UnknownTopicOrPartitionError,)
-# A producer that lost its sequence numbers is replaced by a new one; a retry goes through.
-_TRANSIENT_KAFKA = (
-    kafka.KafkaConnectionError,
-    kafka.KafkaTimeoutError,
-    kafka.NoBrokersAvailable,
-    kafka.OutOfOrderSequenceNumber,
-    kafka.UnknownProducerId,
-    kafka.InvalidProducerEpoch,
-    kafka.InvalidProducerIdMapping,
-    kafka.ProducerFenced,
-    kafka.ProducerClosed,
-)
+
+def learn(classifier: Callable[[BaseException], Fault | None]) -> None:
+    """Add a library's classifier: it returns the fault of an error it knows, else None."""
+    if classifier not in _CLASSIFIERS:
+        _CLASSIFIERS.append(classifier)
+
+
+class StoreError(Exception):
+    """The store failed. The unit of work raises it in place of the database driver's
+    errors (see store/errors.py), so that no caller needs to know the driver: `fault` says
+    whether a retry can help, `value_refused` that a value could not be stored."""
+
+    def __init__(self, fault: Fault, reason: str, value_refused: bool = False) -> None:
+        super().__init__(reason)
+        self.fault = fault
+        self.value_refused = value_refused
 
 
 def classify(exc: BaseException) -> Fault:
+    if isinstance(exc, StoreError):
+        return exc.fault
     if isinstance(exc, ConcurrencyConflictError | TimeoutError | ConnectionError):
         return Fault.TRANSIENT
-    if isinstance(exc, sa_exc.DBAPIError):
-        if exc.connection_invalidated:
-            return Fault.TRANSIENT
-        return _classify_database(exc.orig)
-    if isinstance(exc, psycopg.Error):
-        return _classify_database(exc)
-    if isinstance(exc, sa_exc.DisconnectionError | sa_exc.TimeoutError):  # pool exhausted
-        return Fault.TRANSIENT
-    if isinstance(exc, kafka.KafkaError):
-        return _classify_kafka(exc)
+    for classifier in _CLASSIFIERS:
+        fault = classifier(exc)
+        if fault is not None:
+            return fault
     if isinstance(exc, OSError):  # a socket, a DNS look-up
         return Fault.TRANSIENT
     return Fault.POISON
-
-
-def _classify_kafka(exc: kafka.KafkaError) -> Fault:
-    if isinstance(exc, _POISON_KAFKA):
-        return Fault.POISON
-    if isinstance(exc, _DOUBTFUL_KAFKA):
-        return Fault.DOUBTFUL
-    if isinstance(exc, _TRANSIENT_KAFKA) or exc.retriable:
-        return Fault.TRANSIENT
-    return Fault.DOUBTFUL
-
-
-def _classify_database(orig: BaseException | None) -> Fault:
-    sqlstate = getattr(orig, "sqlstate", None)
-    if not sqlstate:
-        # No answer from the server at all: the connection failed or broke.
-        return (
-            Fault.TRANSIENT
-            if isinstance(orig, psycopg.OperationalError | psycopg.InterfaceError)
-            else Fault.POISON
-        )
-    if sqlstate in _TRANSIENT_SQLSTATES or sqlstate.startswith(_TRANSIENT_SQLSTATE_CLASSES):
-        return Fault.TRANSIENT
-    if sqlstate in _DOUBTFUL_SQLSTATES:
-        return Fault.DOUBTFUL
-    return Fault.POISON  # data (22), integrity (23), and everything a retry cannot change
 
 
 def describe(exc: BaseException, limit: int = 500) -> str:

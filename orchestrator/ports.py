@@ -109,6 +109,29 @@ class SagaStore(Protocol):
         id or idempotency key was taken (their steps, timeline and messages are dropped)."""
 
 
+class OutboxStore(Protocol):
+    """The outbox, for the processes that publish it (the rows are written by SagaStore)."""
+
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, older_than_s: float
+    ) -> list[OutboxMessage]:
+        """The oldest unpublished rows older than `older_than_s`, in the order written, with
+        the relay lease taken for `owner`; none if another relay holds it."""
+
+    async def renew(self, owner: str, lease_s: float) -> bool: ...
+
+    async def release(self, owner: str) -> None: ...
+
+    async def mark_published(self, ids: Sequence[int]) -> None: ...
+
+    async def count_failure(self, row_id: int, reason: str) -> int | None:
+        """One more failed attempt; the attempts so far, None if published meanwhile."""
+
+    async def park(self, message: OutboxMessage, reason: str, attempts: int) -> bool:
+        """Set the row aside for an operator and mark its saga; False if published
+        meanwhile."""
+
+
 class PendingMarks(Protocol):
     """Outbox rows the broker acknowledged and that are not yet marked published: the next
     transaction of this process marks them as part of its own write."""

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException
 
+from orchestrator.faults import Fault, StoreError
 from orchestrator.saga import errors
 
 log = structlog.get_logger(__name__)
@@ -44,14 +45,19 @@ def answer_for(exc: Exception) -> tuple[int, str, str, list[dict[str, Any]]]:
                 status, code = STATUS_OF[error_type]
                 problems = exc.problems if isinstance(exc, errors.InvalidSagaInputError) else []
                 return status, code, exc.message, [dict(p) for p in problems]
-    if isinstance(exc, sa_exc.DataError):
+    if isinstance(exc, sa_exc.DataError) or (isinstance(exc, StoreError) and exc.value_refused):
         return 422, "invalid_value", "a value of the request cannot be stored or compared", []
+    if isinstance(exc, StoreError) and exc.fault is not Fault.POISON:
+        return 503, "store_unavailable", "the database is unavailable; try again", []
     log.error("unmapped_error", error=repr(exc))
     return 500, "internal_error", "the orchestrator failed; see its log", []
 
 
 async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
-    return error_response(*answer_for(exc))
+    response = error_response(*answer_for(exc))
+    if response.status_code == 503:
+        response.headers["Retry-After"] = "1"
+    return response
 
 
 async def _invalid_request(request: Request, exc: Exception) -> JSONResponse:
@@ -93,4 +99,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _invalid_request)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(sa_exc.DataError, _unstorable)
+    app.add_exception_handler(StoreError, _domain_error)
     app.add_exception_handler(Exception, _unexpected)

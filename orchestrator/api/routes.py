@@ -11,14 +11,13 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, 
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from orchestrator import metrics
+from orchestrator import codec, metrics
 from orchestrator.api import auth, errors, schemas
 from orchestrator.ports import StartRequest
 from orchestrator.saga.errors import InvalidQueryError, SagaNotFoundError
 from orchestrator.saga.machine import SagaStatus
 from orchestrator.service import SagaService
 from orchestrator.store.queries import NOT_TERMINAL, SagaFilter, SqlSagaReader
-from orchestrator.transport import codec
 
 router = APIRouter()
 

@@ -1,14 +1,88 @@
-"""The outbox on PostgreSQL, for the processes that publish it: marking what the broker
-acknowledged."""
+"""The outbox on PostgreSQL, for the processes that publish it: the relay's claim (under a
+lease), the marks of what the broker acknowledged, and the parking of rows the broker
+refuses for good. The rows themselves are written by the saga store, in the transaction
+that decides them."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.store.tables import outbox
+from orchestrator.ports import OutboxMessage
+from orchestrator.store.errors import store_error
+from orchestrator.store.saga_store import headers_of
+from orchestrator.store.tables import outbox, outbox_relay_lease, saga, saga_timeline
+
+# One relay publishes at a time, so that rows of one key can't be published out of order by
+# two relays each holding a part of them. It holds a lease, not a lock: no transaction stays
+# open while it waits on the broker, and a relay that froze loses the lease when it expires.
+_TAKE_LEASE = (
+    outbox_relay_lease.update()
+    .where(
+        outbox_relay_lease.c.id == 1,
+        sa.or_(
+            outbox_relay_lease.c.owner == sa.bindparam("owner"),
+            outbox_relay_lease.c.expires_at < sa.func.now(),
+        ),
+    )
+    .values(
+        owner=sa.bindparam("owner"),
+        expires_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam("ttl")),
+    )
+    .returning(outbox_relay_lease.c.id)
+)
+_RELEASE_LEASE = (
+    outbox_relay_lease.update()
+    .where(outbox_relay_lease.c.id == 1, outbox_relay_lease.c.owner == sa.bindparam("owner"))
+    .values(expires_at=sa.func.now())
+)
+# Rows younger than `recover_after_s` are being published by the process that wrote them.
+_UNPUBLISHED = (
+    sa.select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.value)
+    .where(
+        outbox.c.published_at.is_(None),
+        outbox.c.parked_at.is_(None),
+        outbox.c.created_at
+        < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam("older_than")),
+    )
+    .order_by(outbox.c.id)
+    .limit(sa.bindparam("limit"))
+)
+_COUNT_FAILURE = (
+    outbox.update()
+    .where(outbox.c.id == sa.bindparam("row_id"), outbox.c.published_at.is_(None))
+    .values(attempts=outbox.c.attempts + 1, last_error=sa.bindparam("error"))
+    .returning(outbox.c.attempts)
+)
+_PARK_ROW = (
+    outbox.update()
+    .where(outbox.c.id == sa.bindparam("row_id"), outbox.c.published_at.is_(None))
+    .values(parked_at=sa.func.now())
+)
+_PARK_SAGA = (
+    saga.update()
+    .where(saga.c.id == sa.bindparam("saga_id"))
+    .values(
+        parked_reason=sa.bindparam("reason"),
+        parked_at=sa.func.coalesce(saga.c.parked_at, sa.func.now()),
+        wake_at=None,
+        version=saga.c.version + 1,  # a worker holding the old version must reload
+        updated_at=sa.func.now(),
+    )
+)
+_NOTE_PARKED = saga_timeline.insert().values(
+    saga_id=sa.bindparam("saga_id"),
+    at=sa.func.now(),
+    kind="message_parked",
+    step=None,
+    detail=sa.bindparam("detail"),
+    message_id=None,
+)
+
 
 _MARK_PUBLISHED = (
     outbox.update()
@@ -20,11 +94,80 @@ _MARK_PUBLISHED = (
 _NO_FLUSH_WAIT = sa.text("SET LOCAL synchronous_commit = off")
 
 
-class OutboxMarks:
+class SqlOutbox:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self._engine.begin() as conn:
+                yield conn
+        except Exception as exc:
+            translated = store_error(exc)
+            if translated is not None and translated is not exc:
+                raise translated from exc
+            raise
+
+    async def claim(
+        self, owner: str, lease_s: float, limit: int, older_than_s: float
+    ) -> list[OutboxMessage]:
+        """The oldest unpublished rows, older than `older_than_s`, with the lease taken or
+        renewed for `owner`; none when there are none or another relay holds the lease.
+        The lease is taken only when there is work: an idle relay writes nothing."""
+        async with self._transaction() as conn:
+            rows = (
+                await conn.execute(_UNPUBLISHED, {"limit": limit, "older_than": older_than_s})
+            ).all()
+            if not rows or not await conn.scalar(_TAKE_LEASE, {"owner": owner, "ttl": lease_s}):
+                return []
+        return [OutboxMessage(r.topic, r.key, r.value, headers_of(r.headers), r.id) for r in rows]
+
+    async def renew(self, owner: str, lease_s: float) -> bool:
+        async with self._transaction() as conn:
+            return bool(await conn.scalar(_TAKE_LEASE, {"owner": owner, "ttl": lease_s}))
+
+    async def release(self, owner: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(_RELEASE_LEASE, {"owner": owner})
+
     async def mark_published(self, ids: Sequence[int]) -> None:
-        async with self._engine.begin() as conn:
+        async with self._transaction() as conn:
             await conn.execute(_NO_FLUSH_WAIT)
             await conn.execute(_MARK_PUBLISHED, {"ids": list(ids)})
+
+    async def count_failure(self, row_id: int, reason: str) -> int | None:
+        """One more failed attempt of the row; None when it was published meanwhile."""
+        async with self._transaction() as conn:
+            attempts = await conn.scalar(_COUNT_FAILURE, {"row_id": row_id, "error": reason})
+            return int(attempts) if attempts is not None else None
+
+    async def park(self, message: OutboxMessage, reason: str, attempts: int) -> bool:
+        """Set the row aside for an operator and mark its saga; False when it was published
+        meanwhile."""
+        async with self._transaction() as conn:
+            parked = await conn.execute(_PARK_ROW, {"row_id": message.id})
+            if not parked.rowcount:
+                return False
+            saga_id = _saga_id(message.key)
+            if saga_id is None:
+                return True
+            why = f"a message to {message.topic} could not be published: {reason}"
+            marked = await conn.execute(_PARK_SAGA, {"saga_id": saga_id, "reason": why})
+            if marked.rowcount:  # the saga still exists
+                detail = {
+                    "outbox_id": message.id,
+                    "topic": message.topic,
+                    "reason": reason,
+                    "attempts": attempts,
+                }
+                await conn.execute(_NOTE_PARKED, {"saga_id": saga_id, "detail": detail})
+            return True
+
+
+def _saga_id(key: str) -> str | None:
+    """Every key the orchestrator writes is a saga id; a row written by hand may differ."""
+    try:
+        return str(uuid.UUID(key))
+    except ValueError:
+        return None

@@ -14,6 +14,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from orchestrator import codec
 from orchestrator.ports import (
     Idempotency,
     OutboxMessage,
@@ -23,7 +24,6 @@ from orchestrator.ports import (
 from orchestrator.saga.errors import ConcurrencyConflictError
 from orchestrator.saga.machine import SagaStatus, StepStatus
 from orchestrator.saga.saga import Saga, StepState, TimelineEntry
-from orchestrator.transport import codec
 
 
 class SqlSagaStore:

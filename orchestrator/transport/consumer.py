@@ -11,11 +11,10 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
-from orchestrator import metrics
+from orchestrator import codec, metrics
 from orchestrator.faults import GaveUpError, describe, printable, retrying
 from orchestrator.saga import messages
 from orchestrator.saga.errors import OrchestratorError, UndecodableMessageError
-from orchestrator.transport import codec
 from orchestrator.transport.producer import Publisher, Record
 from orchestrator.transport.topics import DLQ_SUFFIX
 

@@ -18,6 +18,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from orchestrator import codec
 from orchestrator.faults import Fault, GaveUpError, classify, describe, retrying
 from orchestrator.ports import Started, StartRequest
 from orchestrator.saga.errors import (
@@ -25,7 +26,6 @@ from orchestrator.saga.errors import (
     OrchestratorError,
     UndecodableMessageError,
 )
-from orchestrator.transport import codec
 from orchestrator.transport.consumer import Consumed, dead_letter
 from orchestrator.transport.producer import Publisher
 

@@ -19,6 +19,8 @@ from aiokafka.errors import (
     UnknownTopicOrPartitionError,
 )
 
+from orchestrator.transport import broker_faults  # noqa: F401  # teaches the fault table
+
 log = structlog.get_logger(__name__)
 
 TOPIC_LOOKUP_S = 2.0

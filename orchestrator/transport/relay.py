@@ -7,89 +7,15 @@ import contextlib
 import os
 import socket
 import uuid
-from typing import Any
 
-import sqlalchemy as sa
 import structlog
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator import metrics
 from orchestrator.faults import Fault, classify, describe
-from orchestrator.store.tables import outbox, outbox_relay_lease, saga, saga_timeline
+from orchestrator.ports import OutboxMessage, OutboxStore
 from orchestrator.transport.producer import Publisher, Record
 
 log = structlog.get_logger(__name__)
-
-# One relay publishes at a time, so that rows of one key can't be published out of order by
-# two relays each holding a part of them. It holds a lease, not a lock: no transaction stays
-# open while it waits on the broker, and a relay that froze loses the lease when it expires.
-_TAKE_LEASE = (
-    outbox_relay_lease.update()
-    .where(
-        outbox_relay_lease.c.id == 1,
-        sa.or_(
-            outbox_relay_lease.c.owner == sa.bindparam("owner"),
-            outbox_relay_lease.c.expires_at < sa.func.now(),
-        ),
-    )
-    .values(
-        owner=sa.bindparam("owner"),
-        expires_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam("ttl")),
-    )
-    .returning(outbox_relay_lease.c.id)
-)
-_RELEASE_LEASE = (
-    outbox_relay_lease.update()
-    .where(outbox_relay_lease.c.id == 1, outbox_relay_lease.c.owner == sa.bindparam("owner"))
-    .values(expires_at=sa.func.now())
-)
-# Rows younger than `recover_after_s` are being published by the process that wrote them.
-_UNPUBLISHED = (
-    sa.select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.value)
-    .where(
-        outbox.c.published_at.is_(None),
-        outbox.c.parked_at.is_(None),
-        outbox.c.created_at
-        < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam("older_than")),
-    )
-    .order_by(outbox.c.id)
-    .limit(sa.bindparam("limit"))
-)
-_MARK_PUBLISHED = (
-    outbox.update()
-    .where(outbox.c.id.in_(sa.bindparam("ids", expanding=True)))
-    .values(published_at=sa.func.now())
-)
-_COUNT_FAILURE = (
-    outbox.update()
-    .where(outbox.c.id == sa.bindparam("row_id"), outbox.c.published_at.is_(None))
-    .values(attempts=outbox.c.attempts + 1, last_error=sa.bindparam("error"))
-    .returning(outbox.c.attempts)
-)
-_PARK_ROW = (
-    outbox.update()
-    .where(outbox.c.id == sa.bindparam("row_id"), outbox.c.published_at.is_(None))
-    .values(parked_at=sa.func.now())
-)
-_PARK_SAGA = (
-    saga.update()
-    .where(saga.c.id == sa.bindparam("saga_id"))
-    .values(
-        parked_reason=sa.bindparam("reason"),
-        parked_at=sa.func.coalesce(saga.c.parked_at, sa.func.now()),
-        wake_at=None,
-        version=saga.c.version + 1,  # a worker holding the old version must reload
-        updated_at=sa.func.now(),
-    )
-)
-_NOTE_PARKED = saga_timeline.insert().values(
-    saga_id=sa.bindparam("saga_id"),
-    at=sa.func.now(),
-    kind="message_parked",
-    step=None,
-    detail=sa.bindparam("detail"),
-    message_id=None,
-)
 
 
 class OutboxRelay:
@@ -108,7 +34,7 @@ class OutboxRelay:
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        store: OutboxStore,
         publisher: Publisher,
         batch_size: int = 500,
         poll_interval_s: float = 1.0,
@@ -116,7 +42,7 @@ class OutboxRelay:
         max_attempts: int = 5,
         recover_after_s: float = 2.0,
     ) -> None:
-        self._engine = engine
+        self._store = store
         self._publisher = publisher
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
@@ -149,9 +75,8 @@ class OutboxRelay:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
         finally:
-            with contextlib.suppress(Exception):
-                async with self._engine.begin() as conn:  # a restarted worker takes over at once
-                    await conn.execute(_RELEASE_LEASE, {"owner": self._owner})
+            with contextlib.suppress(Exception):  # a restarted worker takes over at once
+                await self._store.release(self._owner)
 
     async def relay_once(self) -> tuple[int, int]:
         """Publish one batch; return how many rows were published and how many are left for
@@ -161,41 +86,26 @@ class OutboxRelay:
         marking it no transaction is open; a relay that dies there leaves its rows to be
         published again (consumers ignore the repeats).
         """
-        async with self._engine.begin() as conn:
-            rows = (
-                await conn.execute(
-                    _UNPUBLISHED,
-                    {"limit": self._batch_size, "older_than": self._recover_after_s},
-                )
-            ).all()
-            # the lease only when there is work: an idle relay writes nothing
-            if not rows or not await self._lease(conn):
-                return 0, 0
+        rows = await self._store.claim(
+            self._owner, self._lease_s, self._batch_size, self._recover_after_s
+        )
+        if not rows:
+            return 0, 0
         outcomes = await self._publish_holding_the_lease(
-            [
-                Record(r.topic, r.key, r.value, [(k, v.encode()) for k, v in r.headers.items()])
-                for r in rows
-            ]
+            [Record(r.topic, r.key, r.value, r.headers) for r in rows]
         )
         published = [r.id for r, error in zip(rows, outcomes, strict=True) if error is None]
         failed = [(r, e) for r, e in zip(rows, outcomes, strict=True) if e is not None]
         if published:
-            async with self._engine.begin() as conn:
-                await conn.execute(_MARK_PUBLISHED, {"ids": published})
+            await self._store.mark_published(published)
         left = 0
-        if failed:  # apart: whatever goes wrong here, what was published stays marked
-            async with self._engine.begin() as conn:
-                for row, error in failed:
-                    left += not await self._parked(conn, row, error)
+        for row, error in failed:  # apart: whatever goes wrong here, what was published stays
+            left += not await self._parked(row, error)
         if published:
             metrics.RELAYED.inc(len(published))
             metrics.RELAY_BATCH_SIZE.observe(len(published))
             log.debug("outbox_relayed", count=len(published))
         return len(published), left
-
-    async def _lease(self, conn: AsyncConnection) -> bool:
-        """Take the lease, or renew it: True while this relay holds it."""
-        return bool(await conn.scalar(_TAKE_LEASE, {"owner": self._owner, "ttl": self._lease_s}))
 
     async def _publish_holding_the_lease(
         self, records: list[Record]
@@ -210,8 +120,7 @@ class OutboxRelay:
                     break
                 error: str | None = None
                 try:
-                    async with self._engine.begin() as conn:
-                        held = await self._lease(conn)
+                    held = await self._store.renew(self._owner, self._lease_s)
                 except Exception as exc:
                     held, error = False, describe(exc)
                 if not held:  # sent records cannot be called back; consumers drop repeats
@@ -221,37 +130,22 @@ class OutboxRelay:
             if not publishing.done():
                 publishing.cancel()
 
-    async def _parked(self, conn: AsyncConnection, row: Any, error: BaseException) -> bool:
+    async def _parked(self, row: OutboxMessage, error: BaseException) -> bool:
         """Park the row if the broker refused it for good; False when it goes again."""
         fault = classify(error)
         reason = describe(error)
         if fault is Fault.TRANSIENT:  # the broker's fault, not the row's: it goes next round
             log.warning("outbox_row_not_published", row_id=row.id, error=reason)
             return False
-        attempts = await conn.scalar(_COUNT_FAILURE, {"row_id": row.id, "error": reason})
+        attempts = await self._store.count_failure(row.id, reason)
         if attempts is None:  # another relay published it meanwhile
             return True
-        if fault is Fault.DOUBTFUL and (attempts or 0) < self._max_attempts:
+        if fault is Fault.DOUBTFUL and attempts < self._max_attempts:
             log.warning("outbox_row_not_published", row_id=row.id, error=reason, attempt=attempts)
             return False
-        await conn.execute(_PARK_ROW, {"row_id": row.id})
-        metrics.OUTBOX_PARKED.inc()
-        log.error("outbox_row_parked", row_id=row.id, topic=row.topic, key=row.key, error=reason)
-        saga_id = _saga_id(row.key)
-        if saga_id is None:
-            return True
-        why = f"a message to {row.topic} could not be published: {reason}"
-        marked = await conn.execute(_PARK_SAGA, {"saga_id": saga_id, "reason": why})
-        if not marked.rowcount:  # no such saga (any more)
-            return True
-        detail = {"outbox_id": row.id, "topic": row.topic, "reason": reason, "attempts": attempts}
-        await conn.execute(_NOTE_PARKED, {"saga_id": saga_id, "detail": detail})
+        if await self._store.park(row, reason, attempts):
+            metrics.OUTBOX_PARKED.inc()
+            log.error(
+                "outbox_row_parked", row_id=row.id, topic=row.topic, key=row.key, error=reason
+            )
         return True
-
-
-def _saga_id(key: str) -> str | None:
-    """Every key the orchestrator writes is a saga id; a row written by hand may differ."""
-    try:
-        return str(uuid.UUID(key))
-    except ValueError:
-        return None

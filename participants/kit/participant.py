@@ -13,18 +13,16 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 import structlog
 from psycopg.types.json import Jsonb
-from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator import faults
+from orchestrator import codec, faults
 from orchestrator.saga import messages
 from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.errors import OrchestratorError
-from orchestrator.transport import codec
+from orchestrator.store.errors import DRIVER_ERRORS, store_error
 from orchestrator.transport.producer import Publisher, Record
 
 log = structlog.get_logger(__name__)
@@ -152,18 +150,28 @@ class CommandProcessor:
                 )
         commands = [self._p.contracts.read(c, self._p.reads.get(c.message_type)) for c in commands]
         try:
-            async with self._engine.begin() as conn:
-                replies = await self._replies_to(conn, commands, _Batch({}, {}))
+            replies = await self._replies_in_transaction(commands, _Batch({}, {}))
         except _Undo as undo:  # a lone command not applied: store its reply, without effects
-            async with self._engine.begin() as conn:
-                decided = _Batch({}, {}, decided={undo.command.message_id: undo.result})
-                replies = await self._replies_to(conn, commands, decided)
+            decided = _Batch({}, {}, decided={undo.command.message_id: undo.result})
+            replies = await self._replies_in_transaction(commands, decided)
         await self._publisher.publish(
             [
                 Record(self._replies, reply.saga_id, stored, codec.headers(reply))
                 for reply, stored in replies
             ]
         )
+
+    async def _replies_in_transaction(
+        self, commands: Sequence[messages.Message], batch: _Batch
+    ) -> list[tuple[messages.Message, bytes]]:
+        """The replies, once their transaction committed; the driver's errors as StoreError."""
+        try:
+            async with self._engine.begin() as conn:
+                return await self._replies_to(conn, commands, batch)
+        except DRIVER_ERRORS as exc:
+            translated = store_error(exc)
+            assert translated is not None
+            raise translated from exc
 
     async def _replies_to(
         self, conn: AsyncConnection, commands: Sequence[messages.Message], batch: _Batch
@@ -329,9 +337,8 @@ class _Undo(Exception):
 def _database_away(exc: Exception) -> bool:
     """The transaction itself is lost (connection, deadlock, failover): retry the batch.
     Any other error, a time-out calling another service included, is the handler's."""
-    return isinstance(exc, sa_exc.DBAPIError | psycopg.Error) and (
-        faults.classify(exc) is faults.Fault.TRANSIENT
-    )
+    translated = store_error(exc)
+    return translated is not None and translated.fault is faults.Fault.TRANSIENT
 
 
 _EXPIRED = retryable("expired", "the command arrived after its deadline; not applied")

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from orchestrator import codec
 from orchestrator.saga import messages
-from orchestrator.transport import codec
 from participants import registry
 from tests.e2e.kafka import dead, first, publish
 from tests.e2e.orders import new_sku, order, stock

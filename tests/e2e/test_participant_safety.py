@@ -10,8 +10,8 @@ from datetime import UTC, datetime
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from orchestrator import codec
 from orchestrator.saga import messages
-from orchestrator.transport import codec
 from tests.e2e.orders import new_sku, stock
 from tests.e2e.system import System
 

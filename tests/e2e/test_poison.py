@@ -27,9 +27,10 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
+from orchestrator import codec
 from orchestrator.saga import messages
 from orchestrator.settings import Settings
-from orchestrator.transport import codec, dead_letters
+from orchestrator.transport import dead_letters
 from participants import registry
 from tests.conftest import service_urls
 from tests.e2e.kafka import first

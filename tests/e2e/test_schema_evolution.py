@@ -8,8 +8,8 @@ import uuid
 
 import pytest
 
+from orchestrator import codec
 from orchestrator.saga import messages
-from orchestrator.transport import codec
 from tests.e2e.kafka import dead, first, publish
 from tests.e2e.orders import new_sku, order
 from tests.e2e.system import System, wait_for

@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 
 import sqlalchemy as sa
 
+from orchestrator import codec
 from orchestrator.saga import messages
 from orchestrator.store import migrate
 from orchestrator.store.unit_of_work import create_engine
-from orchestrator.transport import codec
 from participants.inventory.handlers import PARTICIPANT, restock
 from participants.kit.participant import CommandProcessor
 from tests.fakes import CollectingPublisher

@@ -12,10 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orchestrator import codec
 from orchestrator.saga import messages
 from orchestrator.store import migrate
 from orchestrator.store.unit_of_work import create_engine
-from orchestrator.transport import codec
 from participants.inventory.handlers import PARTICIPANT, restock
 from participants.kit.participant import CommandProcessor, Result
 from tests.fakes import CollectingPublisher

@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.store import migrate
+from orchestrator.store.outbox import SqlOutbox
 from orchestrator.store.tables import outbox, saga, saga_timeline
 from orchestrator.store.unit_of_work import create_engine
 from orchestrator.transport.producer import Publisher
@@ -45,7 +46,10 @@ async def test_relays_side_by_side_publish_each_row_once_in_order(empty_database
     await asyncio.to_thread(migrate.upgrade, empty_database)
     engine = create_engine(empty_database, 6)
     published = CollectingPublisher()  # one log of what reached "Kafka", from both relays
-    relays = [OutboxRelay(engine, published, batch_size=4, recover_after_s=0) for _ in range(2)]  # type: ignore[arg-type]
+    relays = [
+        OutboxRelay(SqlOutbox(engine), published, batch_size=4, recover_after_s=0)
+        for _ in range(2)
+    ]  # type: ignore[arg-type]
     running = [asyncio.create_task(r.run()) for r in relays]
     try:
         await asyncio.gather(write(engine, "a", 25), write(engine, "b", 25))
@@ -177,7 +181,7 @@ async def relaying(engine: AsyncEngine, **options: Any) -> AsyncIterator[None]:
     """A real relay on the real broker runs in a task until the block ends."""
     _, kafka = service_urls()
     publisher = Publisher(kafka, "test-relay")
-    relay = OutboxRelay(engine, publisher, recover_after_s=0, **options)
+    relay = OutboxRelay(SqlOutbox(engine), publisher, recover_after_s=0, **options)
     running = asyncio.create_task(relay.run())
     try:
         yield

@@ -6,9 +6,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from orchestrator import codec
 from orchestrator.saga import messages
 from orchestrator.saga.errors import UndecodableMessageError
-from orchestrator.transport import codec
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -4,9 +4,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from orchestrator import codec
 from orchestrator.saga import messages
 from orchestrator.saga.errors import ConcurrencyConflictError, SagaNotFoundError
-from orchestrator.transport import codec
 from orchestrator.transport.consumer import Consumed, apply_batch
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)

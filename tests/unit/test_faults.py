@@ -10,6 +10,8 @@ from sqlalchemy import exc as sa_exc
 
 from orchestrator.faults import Fault, GaveUpError, classify, describe, retrying
 from orchestrator.saga.errors import ConcurrencyConflictError, SagaNotFoundError
+from orchestrator.store.errors import store_error
+from orchestrator.transport import broker_faults  # noqa: F401  # Kafka's errors in the table
 
 
 def through_sqlalchemy(orig: Exception) -> sa_exc.DBAPIError:
@@ -55,17 +57,30 @@ CASES = [
 ]
 
 
+def as_raised(error: Exception) -> Exception:
+    """What reaches the callers: a driver's error is translated by the unit of work."""
+    return store_error(error) or error
+
+
 @pytest.mark.parametrize(("error", "fault"), CASES, ids=lambda c: type(c).__name__)
 def test_each_fault_is_classified(error: Exception, fault: Fault) -> None:
-    assert classify(error) is fault
+    assert classify(as_raised(error)) is fault
     if isinstance(error, psycopg.Error):
-        assert classify(through_sqlalchemy(error)) is fault
+        assert classify(as_raised(through_sqlalchemy(error))) is fault
 
 
 def test_a_connection_invalidated_while_in_use_is_transient_whatever_it_says() -> None:
     wrapped = through_sqlalchemy(pg.UniqueViolation("looks like poison"))
     wrapped.connection_invalidated = True
-    assert classify(wrapped) is Fault.TRANSIENT
+    assert classify(as_raised(wrapped)) is Fault.TRANSIENT
+
+
+def test_a_value_the_database_refuses_is_poison_and_says_so() -> None:
+    refused = store_error(pg.UntranslatableCharacter("\\u0000 cannot be converted to text"))
+    assert refused is not None
+    assert refused.fault is Fault.POISON
+    assert refused.value_refused
+    assert store_error(ValueError("not the driver's")) is None
 
 
 def test_a_reason_never_carries_a_nul_and_stays_short() -> None:
@@ -88,7 +103,7 @@ class Flaky:
 
 
 async def test_transient_faults_are_retried_until_they_pass() -> None:
-    attempt = Flaky(*[pg.DeadlockDetected("deadlock")] * 6)
+    attempt = Flaky(*[as_raised(pg.DeadlockDetected("deadlock"))] * 6)
     assert await retrying(attempt, max_backoff_s=0.001) == "done"
     assert attempt.calls == 7
 
@@ -102,7 +117,7 @@ async def test_a_doubtful_fault_that_persists_is_given_up() -> None:
 
 
 async def test_poison_is_given_up_at_once() -> None:
-    attempt = Flaky(pg.UniqueViolation("duplicate key"))
+    attempt = Flaky(as_raised(pg.UniqueViolation("duplicate key")))
     with pytest.raises(GaveUpError):
         await retrying(attempt, max_backoff_s=0.001)
     assert attempt.calls == 1
