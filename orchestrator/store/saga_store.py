@@ -106,7 +106,8 @@ class SqlSagaStore:
         rows = await self._dicts(query, {"ids": list(saga_ids)})
         if not rows:
             return {}
-        self._now = _CLOCK.learn(rows[0]["db_now"])
+        db_now = _CLOCK.learn(rows[0]["db_now"])
+        self._now = self._now or db_now  # once given, the transaction's time stays
         steps: dict[str, dict[str, StepState]] = {r["id"]: {} for r in rows}
         for s in await self._dicts(_LOAD_STEPS, {"ids": list(steps)}):
             step = steps[s["saga_id"]][s["name"]] = _step_state(s)
@@ -233,6 +234,7 @@ class SqlSagaStore:
         if not (self._inserted or self._updated or self._steps or self._timeline or self._outbox):
             return set()
         updated, new_ids = self._updated, [r["id"] for r in self._inserted]
+        written = len(self.outgoing) - len(self._outbox)  # where this flush's messages start
         if self._marks is not None:
             self.marked += self._marks.take()
         params: dict[str, Any] = {
@@ -252,6 +254,9 @@ class SqlSagaStore:
             [],
         )
         pending = await self._pending(self._pending_first) if self._pending_first else []
+        self._pending_first = []
+        own = {m.id for m in self.outgoing[:written]}  # written by an earlier flush of this one
+        pending = [m for m in pending if m.id not in own]
         stored, ids, inserted = (await self._rows(_WRITE, params))[0]
         if stored != len(updated):
             raise ConcurrencyConflictError(
@@ -259,11 +264,10 @@ class SqlSagaStore:
                 "changed since they were loaded"
             )
         refused = set(new_ids) - set(inserted or [])
-        if refused:
-            self.outgoing = [m for m in self.outgoing if m.key not in refused]
-        for message, row_id in zip(self.outgoing, ids or [], strict=True):
+        fresh = [m for m in self.outgoing[written:] if m.key not in refused]
+        for message, row_id in zip(fresh, ids or [], strict=True):
             message.id = row_id
-        self.outgoing[:0] = pending
+        self.outgoing = [*pending, *self.outgoing[:written], *fresh]
         return refused
 
     async def _pending(self, saga_ids: Sequence[str]) -> list[OutboxMessage]:
