@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import math
 import re
 import uuid
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from orchestrator.faults import holds_nul
 from orchestrator.saga import messages
@@ -61,10 +62,7 @@ def decode(raw: bytes | None) -> messages.Message:
 
 
 def _decode(raw: bytes) -> messages.Message:
-    try:
-        data = json.loads(raw, parse_float=_finite, parse_constant=_no_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UndecodableMessageError(f"the message is not JSON: {exc}") from None
+    data = loads(raw)
     if not isinstance(data, dict):
         raise UndecodableMessageError("the message is not a JSON object")
     if b"u0000" in raw and holds_nul(raw.decode("utf-8", "replace")):
@@ -106,15 +104,17 @@ def _decode(raw: bytes) -> messages.Message:
     return message
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise UndecodableMessageError(f"the number {text[:50]} is out of range")
-    return value
-
-
-def _no_constant(name: str) -> None:
-    raise UndecodableMessageError(f"{name} is not a JSON number")
+def loads(raw: bytes) -> Any:
+    """Strict JSON (orjson: no NaN or Infinity, numbers in range, at most 1024 levels deep),
+    or UndecodableMessageError saying what is wrong."""
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        if "depth limit" in str(exc):
+            raise UndecodableMessageError("the message is nested too deeply") from None
+        if "infinity" in str(exc):
+            raise UndecodableMessageError("a number of the message is out of range") from None
+        raise UndecodableMessageError(f"the message is not JSON: {exc}"[:500]) from None
 
 
 def _uuid(name: str, value: Any) -> str:

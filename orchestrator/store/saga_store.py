@@ -300,7 +300,7 @@ _BY_KEY = "SELECT id::text, request_hash FROM saga WHERE idempotency_key = %(key
 _NOW = "SELECT now()"
 
 
-def _psycopg(query: str) -> str:
+def as_psycopg(query: str) -> str:
     """`:name` placeholders as psycopg's `%(name)s`, whitespace folded: psycopg caches the
     parsing of statements up to 4 KiB, and folded, the largest one here fits."""
     return re.sub(r"(?<![:\w]):(\w+)", r"%(\1)s", " ".join(query.split()))
@@ -329,7 +329,7 @@ class _DatabaseClock:
 _CLOCK = _DatabaseClock()
 # A worker claims the sagas whose definition it has; one overdue by `orphaned_after_s` (no
 # worker has decided it: its definition may be gone everywhere) it claims whatever the type.
-_CLAIM_DUE = _psycopg(
+_CLAIM_DUE = as_psycopg(
     """
     SELECT id::text FROM saga
     WHERE wake_at <= now()
@@ -341,7 +341,7 @@ _CLAIM_DUE = _psycopg(
     FOR UPDATE SKIP LOCKED
     """
 )
-_NEXT_WAKE = _psycopg(
+_NEXT_WAKE = as_psycopg(
     """
     SELECT wake_at FROM saga
     WHERE wake_at IS NOT NULL
@@ -448,7 +448,7 @@ def _columns(
 # Every write of a transaction in one statement, parameters as arrays: one round trip and
 # one compiled statement, for one saga or five hundred. Outbox identities follow the order
 # of the arrays, which is the order of the decisions.
-_WRITE = _psycopg(
+_WRITE = as_psycopg(
     f"""
     WITH inserted AS (
         {_unnest_insert("saga", _INSERTED_COLUMNS, "n_")}
@@ -487,7 +487,7 @@ _WRITE = _psycopg(
            (SELECT array_agg(id::text) FROM inserted)
     """
 )
-_PENDING = _psycopg(
+_PENDING = as_psycopg(
     """
     SELECT id, topic, key, headers, value FROM outbox
     WHERE published_at IS NULL AND parked_at IS NULL AND key = ANY(CAST(:keys AS text[]))

@@ -23,6 +23,7 @@ from orchestrator.saga import messages
 from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.errors import OrchestratorError
 from orchestrator.store.errors import DRIVER_ERRORS, store_error
+from orchestrator.store.saga_store import as_psycopg
 from orchestrator.transport.producer import Publisher, Record
 
 log = structlog.get_logger(__name__)
@@ -103,14 +104,14 @@ class CommandProcessor:
         inbox, ledger = participant.inbox, participant.ledger
         # Built once: the statements every batch runs, with bound parameters. The advisory
         # lock comes first, in a statement of its own: what the reads see is taken after it.
-        self._lock_steps = sa.text(
+        self._lock_steps = as_psycopg(
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
             "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
         )
         inbox_name = f"{inbox.schema}.{inbox.name}" if inbox.schema else inbox.name
         ledger_name = f"{ledger.schema}.{ledger.name}" if ledger.schema else ledger.name
         # the stored replies of these commands and the ledger of their sagas, in one read
-        self._find = sa.text(
+        self._find = as_psycopg(
             f"SELECT 'reply' AS kind, message_id::text AS id, NULL AS step, NULL AS state, "
             f"NULL::jsonb AS data, reply FROM {inbox_name} "
             "WHERE message_id = ANY(CAST(:ids AS uuid[])) "
@@ -119,7 +120,7 @@ class CommandProcessor:
             "WHERE saga_id = ANY(CAST(:sagas AS uuid[]))"
         )
         # the ledger's new states and the inbox's new replies, in one write
-        self._store = sa.text(
+        self._store = as_psycopg(
             f"""
             WITH states AS (
                 INSERT INTO {ledger_name} (saga_id, step, state, data)
@@ -180,19 +181,21 @@ class CommandProcessor:
         # One transaction at a time per saga step, even if two instances hold a partition for
         # a moment during a rebalance: the second waits, then finds the inbox rows.
         keys = sorted({f"{self._p.name}:{c.saga_id}:{c.step}" for c in commands})
-        await conn.execute(self._lock_steps, {"keys": keys})
-        found = await conn.execute(
+        raw = (await conn.get_raw_connection()).driver_connection  # the same transaction
+        assert raw is not None
+        await raw.execute(self._lock_steps, {"keys": keys})
+        found = await raw.execute(
             self._find,
             {
                 "ids": [c.message_id for c in commands],
                 "sagas": sorted({c.saga_id for c in commands}),
             },
         )
-        for row in found:
-            if row.kind == "reply":
-                batch.answered[row.id] = bytes(row.reply)
+        for kind, key, step, state, data, reply in await found.fetchall():
+            if kind == "reply":
+                batch.answered[key] = bytes(reply)
             else:
-                batch.ledger[(row.id, row.step)] = (row.state, row.data)
+                batch.ledger[(key, step)] = (state, data)
         batch.alone = len(commands) == 1
         replies = []
         for command in commands:
@@ -211,7 +214,7 @@ class CommandProcessor:
         if batch.new_inbox:
             states = list(batch.new_ledger.values())
             inbox = batch.new_inbox
-            await conn.execute(
+            await raw.execute(
                 self._store,
                 {
                     "l_saga": [r["saga_id"] for r in states],

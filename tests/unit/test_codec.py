@@ -88,7 +88,7 @@ def wire(**changes: object) -> bytes:
         (b'{"a":' * 100_000 + b"1" + b"}" * 100_000, "nested too deeply"),
         (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
         (wire().replace(b'"attempt": 1', b'"attempt": 1e999'), "out of range"),
-        (wire().replace(b'"attempt": 1', b'"attempt": NaN'), "not a JSON number"),
+        (wire().replace(b'"attempt": 1', b'"attempt": NaN'), "not JSON"),
         (wire(attempt=1.5), "attempt 1.5 is not a non-negative integer"),
         (wire(attempt=True), "attempt True is not a non-negative integer"),
         (wire(attempt=2**40), "is not a non-negative integer"),
