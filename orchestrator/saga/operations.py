@@ -7,7 +7,6 @@ OperatorActionRefusedError with the reason.
 
 from __future__ import annotations
 
-import copy
 from datetime import datetime
 
 from orchestrator.saga.definition import SagaDefinition
@@ -27,7 +26,7 @@ def abort(
     saga: Saga, definition: SagaDefinition, now: datetime, actor: str, reason: str
 ) -> Decision:
     """Compensate now: a running (or failed) saga that has not passed its pivot."""
-    decision = Decision(copy.deepcopy(saga), definition, now)
+    decision = Decision(saga.copy(), definition, now)
     status = decision.saga.status
     if status in TERMINAL:
         raise OperatorActionRefusedError(f"the saga is already {status.value}")
@@ -53,7 +52,7 @@ def retry(
 ) -> Decision:
     """Resume a failed saga with a fresh retry budget for what it was stuck on, or a parked
     one's timers (after its definition was deployed, say)."""
-    decision = Decision(copy.deepcopy(saga), definition, now)
+    decision = Decision(saga.copy(), definition, now)
     status = decision.saga.status
     if decision.saga.parked:
         decision.note("operator_retry", None, actor=actor, reason=reason)
@@ -84,7 +83,7 @@ def skip_compensation(
     saga: Saga, definition: SagaDefinition, step: str, now: datetime, actor: str, reason: str
 ) -> Decision:
     """Mark a compensation that cannot succeed as done (its effect was undone by hand)."""
-    decision = Decision(copy.deepcopy(saga), definition, now)
+    decision = Decision(saga.copy(), definition, now)
     state = decision.saga.steps.get(step)
     if state is None:
         raise OperatorActionRefusedError(f"the saga has no step {step!r}")

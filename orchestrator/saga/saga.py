@@ -7,7 +7,6 @@ a participant, the clock passing a deadline or a retry time, and an operator's a
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -77,6 +76,16 @@ class Saga:
 
     def move(self, event: str) -> None:
         self.status = SagaStatus(transition(SagaMachine, self.status, event))
+
+    def copy(self) -> Saga:
+        """A copy a decision may change without touching this one: its own context and
+        steps (decisions assign to them; they change nothing nested), the same input (read
+        only). Far cheaper than a deep copy, on every reply."""
+        return dataclasses.replace(
+            self,
+            context=dict(self.context),
+            steps={name: dataclasses.replace(step) for name, step in self.steps.items()},
+        )
 
     @property
     def wake_at(self) -> datetime | None:
@@ -159,7 +168,7 @@ def park(saga: Saga, reason: str) -> tuple[Saga, TimelineEntry]:
     """Stop the saga's timers until an operator retries it: it cannot be decided here (its
     definition is missing, a payload builder raised) or a message of it cannot be sent.
     Needs no definition, since a missing one is a reason to park."""
-    parked = copy.deepcopy(saga)
+    parked = saga.copy()
     parked.parked = reason
     return parked, TimelineEntry("saga_parked", None, {"reason": reason})
 
@@ -167,7 +176,7 @@ def park(saga: Saga, reason: str) -> tuple[Saga, TimelineEntry]:
 def handle_reply(
     saga: Saga, definition: SagaDefinition, reply: messages.Message, now: datetime
 ) -> Decision:
-    decision = Decision(copy.deepcopy(saga), definition, now)
+    decision = Decision(saga.copy(), definition, now)
     state = decision.saga.steps.get(reply.step)
     step = _find_step(definition, reply.step)
     if state is None or step is None:
@@ -185,7 +194,7 @@ def handle_reply(
 
 def handle_timers(saga: Saga, definition: SagaDefinition, now: datetime) -> Decision:
     """Fire every deadline and retry time of the saga that is due at `now`."""
-    decision = Decision(copy.deepcopy(saga), definition, now)
+    decision = Decision(saga.copy(), definition, now)
     for step in definition.steps:
         state = decision.saga.steps[step.name]
         if decision.saga.status not in ACTIVE:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -9,9 +10,9 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import psycopg
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from orchestrator import codec
@@ -141,8 +142,8 @@ class SqlSagaStore:
                     "type": saga_row.type,
                     "definition_version": saga_row.definition_version,
                     "status": saga_row.status.value,
-                    "input": Jsonb(saga_row.input),
-                    "context": Jsonb(saga_row.context),
+                    "input": saga_row.input,
+                    "context": saga_row.context,
                     "created_at": now,
                     "updated_at": now,
                     "version": 1,
@@ -174,7 +175,7 @@ class SqlSagaStore:
                     "id": c.id,
                     "version": c.version,
                     "status": c.status.value,
-                    "context": Jsonb(c.context),
+                    "context": c.context,
                     "wake_at": c.wake_at,
                     "parked_reason": c.parked,
                     "updated_at": now,
@@ -209,11 +210,12 @@ class SqlSagaStore:
                 {
                     "topic": m.topic,
                     "key": m.key,
-                    "headers": Jsonb({k: v.decode() for k, v in m.headers}),
-                    "value": m.value,
+                    "headers": {k: v.decode() for k, v in m.headers},
+                    "value": m.value.decode(),  # the codec writes UTF-8 JSON
+                    "n": len(self._outbox) + i,
                     "created_at": now,
                 }
-                for m in outgoing
+                for i, m in enumerate(outgoing)
             ]
             self._timeline += [
                 {
@@ -221,10 +223,11 @@ class SqlSagaStore:
                     "at": now,
                     "kind": e.kind,
                     "step": e.step,
-                    "detail": Jsonb(dict(e.detail)),
+                    "detail": dict(e.detail),
                     "message_id": e.message_id,
+                    "n": len(self._timeline) + i,
                 }
-                for e in timeline
+                for i, e in enumerate(timeline)
             ]
 
     async def flush(self) -> set[str]:
@@ -238,13 +241,13 @@ class SqlSagaStore:
         if self._marks is not None:
             self.marked += self._marks.take()
         params: dict[str, Any] = {
-            "new_ids": new_ids,
+            "new_ids": _json(new_ids),
             "marked": self.marked,
-            **_columns(self._inserted, _INSERTED_COLUMNS, "n_"),
-            **_columns(updated, _UPDATED_COLUMNS, "s_"),
-            **_columns(self._steps, _STEP_COLUMNS, "p_"),
-            **_columns(self._timeline, _TIMELINE_COLUMNS, "t_"),
-            **_columns(self._outbox, _OUTBOX_COLUMNS, "o_"),
+            "inserted": _json(self._inserted),
+            "updated": _json(updated),
+            "steps": _json(self._steps),
+            "timeline": _json(self._timeline),
+            "outbox": _json(self._outbox),
         }
         self._inserted, self._updated, self._steps, self._timeline, self._outbox = (
             [],
@@ -419,39 +422,55 @@ _OUTBOX_COLUMNS = {
 }
 
 
-def _unnest_insert(table: str, columns: dict[str, str], prefix: str, where: str = "") -> str:
-    """INSERT of rows given as one array per column, in the order of the arrays."""
+def _json_insert(
+    table: str, columns: dict[str, str], rows: str, where: str = "", ordered: bool = False
+) -> str:
+    """INSERT of the rows of a JSON array (`rows` names the parameter), in their order when
+    `ordered` (each row then carries its position, `n`)."""
     names = ", ".join(columns)
+    selected = ", ".join(_SELECTED.get(c, c) for c in columns)
     return (
-        f"INSERT INTO {table} ({names}) SELECT {names} "
-        f"FROM unnest({_arrays(columns, prefix)}) WITH ORDINALITY AS u({names}, n) "
-        f"{'WHERE ' + where if where else ''} ORDER BY n"
+        f"INSERT INTO {table} ({names}) SELECT {selected} "
+        f"FROM {_recordset(columns, rows, ordered)} "
+        f"{'WHERE ' + where if where else ''} {'ORDER BY n' if ordered else ''}"
     )
 
 
+def _recordset(columns: dict[str, str], rows: str, ordered: bool = False) -> str:
+    typed = ", ".join(f"{c} {_AS_JSON.get(t, t)}" for c, t in columns.items())
+    return f"jsonb_to_recordset(:{rows}::jsonb) AS u({typed}{', n int' if ordered else ''})"
+
+
+_AS_JSON = {"bytea": "text"}  # JSON carries the outbox value as text
+_SELECTED = {"value": "convert_to(value, 'UTF8')"}
 # the rows of a new saga go in only with the saga (not when its id or key was taken)
 _OF_STORED_SAGA = (
-    "(NOT u.saga_id = ANY(:new_ids::uuid[]) OR u.saga_id IN (SELECT id FROM inserted))"
+    "(u.saga_id NOT IN (SELECT jsonb_array_elements_text(:new_ids::jsonb)::uuid) "
+    "OR u.saga_id IN (SELECT id FROM inserted))"
 )
 
 
-def _arrays(columns: dict[str, str], prefix: str) -> str:
-    return ", ".join(f":{prefix}{c}::{t}[]" for c, t in columns.items())
+def _json(rows: Any) -> str:
+    """Rows as one JSON text: a parameter that costs one dump, whatever their number."""
+    try:
+        return orjson.dumps(rows).decode()
+    except TypeError:  # an integer beyond 64 bits, which only the standard library writes
+        return json.dumps(rows, default=_iso, allow_nan=False)
 
 
-def _columns(
-    rows: Sequence[dict[str, Any]], columns: dict[str, str], prefix: str
-) -> dict[str, list[Any]]:
-    return {f"{prefix}{c}": [r[c] for r in rows] for c in columns}
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-# Every write of a transaction in one statement, parameters as arrays: one round trip and
-# one compiled statement, for one saga or five hundred. Outbox identities follow the order
-# of the arrays, which is the order of the decisions.
+# Every write of a transaction in one statement, each table's rows as one JSON array: one
+# round trip and one prepared statement, for one saga or five hundred. Outbox identities
+# follow the order of the array, which is the order of the decisions.
 _WRITE = as_psycopg(
     f"""
     WITH inserted AS (
-        {_unnest_insert("saga", _INSERTED_COLUMNS, "n_")}
+        {_json_insert("saga", _INSERTED_COLUMNS, "inserted")}
         ON CONFLICT DO NOTHING
         RETURNING id
     ), updated AS (
@@ -460,25 +479,26 @@ _WRITE = as_psycopg(
                         parked_reason = v.parked_reason,
                         parked_at = CASE WHEN v.parked_reason IS NULL THEN NULL
                                          ELSE coalesce(saga.parked_at, v.updated_at) END
-        FROM unnest({_arrays(_UPDATED_COLUMNS, "s_")}) AS v({", ".join(_UPDATED_COLUMNS)})
+        FROM {_recordset(_UPDATED_COLUMNS, "updated").replace(" AS u(", " AS v(")}
         WHERE saga.id = v.id AND saga.version = v.version
         RETURNING saga.id
     ), steps AS (
-        {_unnest_insert("saga_step", _STEP_COLUMNS, "p_", _OF_STORED_SAGA)}
+        {_json_insert("saga_step", _STEP_COLUMNS, "steps", _OF_STORED_SAGA)}
         ON CONFLICT (saga_id, name) DO UPDATE SET
             {", ".join(f"{c} = EXCLUDED.{c}" for c in _STEP_MUTABLE)}
     ), timeline AS (
-        {_unnest_insert("saga_timeline", _TIMELINE_COLUMNS, "t_", _OF_STORED_SAGA)}
+        {_json_insert("saga_timeline", _TIMELINE_COLUMNS, "timeline", _OF_STORED_SAGA, True)}
     ), marked AS (
         UPDATE outbox SET published_at = now()
         WHERE id = ANY(:marked::bigint[]) AND published_at IS NULL
     ), messages AS (
         {
-        _unnest_insert(
+        _json_insert(
             "outbox",
             _OUTBOX_COLUMNS,
-            "o_",
+            "outbox",
             _OF_STORED_SAGA.replace("u.saga_id", "CAST(u.key AS uuid)"),
+            ordered=True,
         )
     }
         RETURNING id
@@ -513,8 +533,8 @@ def _step_row(saga_id: str, position: int, step: StepState, now: datetime) -> di
         "compensation_base": step.compensation_base,
         "deadline": step.deadline,
         "next_attempt_at": step.next_attempt_at,
-        "result": Jsonb(step.result),
-        "error": Jsonb(step.error),
+        "result": step.result,
+        "error": step.error,
         "updated_at": now,
     }
 
