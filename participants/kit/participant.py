@@ -80,7 +80,8 @@ class _Batch:
     new_inbox: list[tuple[str, str, str, str, bytes]] = dataclasses.field(default_factory=list)
     new_ledger: dict[tuple[str, str], dict[str, Any]] = dataclasses.field(default_factory=dict)
     decided: dict[str, Result] = dataclasses.field(default_factory=dict)  # not to run again
-    alone: bool = False  # one command: its transaction is its savepoint
+    optimistic: bool = True  # no savepoints: a refusal undoes the whole transaction
+    isolate: bool = False  # each handler in a savepoint
 
     def set_state(self, command: messages.Message, state: str, data: Any) -> None:
         key = (command.saga_id, command.step)
@@ -152,9 +153,10 @@ class CommandProcessor:
         commands = [self._p.contracts.read(c, self._p.reads.get(c.message_type)) for c in commands]
         try:
             replies = await self._replies_in_transaction(commands, _Batch({}, {}))
-        except _Undo as undo:  # a lone command not applied: store its reply, without effects
-            decided = _Batch({}, {}, decided={undo.command.message_id: undo.result})
-            replies = await self._replies_in_transaction(commands, decided)
+        except _Undo as undo:  # a command not applied: again, its reply known, with savepoints
+            decided = {undo.command.message_id: undo.result}
+            again = _Batch({}, {}, decided=decided, optimistic=False)
+            replies = await self._replies_in_transaction(commands, again)
         await self._publisher.publish(
             [
                 Record(self._replies, reply.saga_id, stored, codec.headers(reply))
@@ -196,7 +198,7 @@ class CommandProcessor:
                 batch.answered[key] = bytes(reply)
             else:
                 batch.ledger[(key, step)] = (state, data)
-        batch.alone = len(commands) == 1
+        batch.isolate = len(commands) > 1 and not batch.optimistic
         replies = []
         for command in commands:
             stored = batch.answered.get(command.message_id)
@@ -293,10 +295,10 @@ class CommandProcessor:
     async def _run_handler(
         self, conn: AsyncConnection, batch: _Batch, handler: Handler, command: messages.Message
     ) -> Result:
-        """Run a handler so that what a refused or failed command wrote is undone: in a
-        savepoint when the batch holds other commands; alone, by rolling back the whole
-        transaction (`_Undo`) and storing the reply in a new one, where the handler does not
-        run again.
+        """Run a handler so that what a refused or failed command wrote is undone. First
+        without savepoints (most commands succeed): a refusal rolls back the whole
+        transaction (`_Undo`), and the batch runs again with that command's reply known (its
+        handler does not run again) and each other handler in a savepoint.
 
         A handler that raises gets a `retryable` reply naming the error, so the saga's retry
         policy applies at once instead of waiting out the step's deadline; a transient
@@ -306,7 +308,7 @@ class CommandProcessor:
         if decided is not None:
             return decided
         try:
-            if batch.alone:
+            if not batch.isolate:
                 result = await handler(conn, command)
             else:
                 async with conn.begin_nested() as savepoint:
@@ -324,7 +326,7 @@ class CommandProcessor:
                 exc_info=exc,
             )
             result = retryable("handler_failed", faults.describe(exc))
-        if batch.alone and result.outcome is not messages.Outcome.SUCCESS:
+        if batch.optimistic and result.outcome is not messages.Outcome.SUCCESS:
             raise _Undo(command, result)
         return result
 
