@@ -20,7 +20,7 @@ from orchestrator.store.outbox import SqlOutbox
 from orchestrator.store.queries import SqlSagaReader
 from orchestrator.store.unit_of_work import SqlUnitOfWork, engine_for
 from orchestrator.transport import consumer, faust_app, ingress, topics
-from orchestrator.transport.loop import ConsumerLoop
+from orchestrator.transport.loop import consuming
 from orchestrator.transport.producer import Publisher
 from orchestrator.transport.publish_on_commit import PublishOnCommit
 from orchestrator.transport.relay import OutboxRelay
@@ -107,30 +107,13 @@ def run_worker(settings: Settings) -> None:
         origin = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         await service.record_dead_letter(message, reason, origin)
 
-    async def apply_reply(record: consumer.Consumed) -> None:
-        await consumer.apply(record, service.handle_reply, publisher, parked)
-
-    async def apply_replies(records: list[consumer.Consumed]) -> None:
-        await consumer.apply_batch(records, service.handle_replies, apply_reply)
-
-    replies = ConsumerLoop(
-        settings.kafka_bootstrap_servers,
-        f"{settings.topic_namespace}-orchestrator",
-        settings.topic("replies"),
-        apply_replies,
-        session_timeout_s=settings.consumer_session_timeout_s,
-    )
+    apply_replies = consumer.applying(service.handle_replies, publisher, parked)
+    replies = consuming(settings, "orchestrator", "replies", apply_replies)
 
     async def apply_starts(records: list[consumer.Consumed]) -> None:
         await ingress.apply_starts(records, service.start_sagas, publisher)
 
-    starts = ConsumerLoop(
-        settings.kafka_bootstrap_servers,
-        f"{settings.topic_namespace}-orchestrator-starts",
-        settings.topic("starts"),
-        apply_starts,
-        session_timeout_s=settings.consumer_session_timeout_s,
-    )
+    starts = consuming(settings, "orchestrator-starts", "starts", apply_starts)
 
     async def relay_outbox() -> None:
         log.info("outbox_relay_started")

@@ -7,7 +7,7 @@ import asyncio
 from orchestrator.settings import Settings
 from orchestrator.store.unit_of_work import engine_for
 from orchestrator.transport import consumer, faust_app, topics
-from orchestrator.transport.loop import ConsumerLoop
+from orchestrator.transport.loop import consuming
 from orchestrator.transport.producer import Publisher
 from participants import registry
 from participants.kit.participant import CommandProcessor
@@ -20,19 +20,8 @@ def run_worker(settings: Settings, name: str) -> None:
     publisher = Publisher(settings.kafka_bootstrap_servers, f"saga-participant-{name}")
     processor = CommandProcessor(participant, engine, publisher, settings.topic("replies"))
 
-    async def apply_command(record: consumer.Consumed) -> None:
-        await consumer.apply(record, processor.process, publisher)
-
-    async def apply_commands(records: list[consumer.Consumed]) -> None:
-        await consumer.apply_batch(records, processor.process_many, apply_command)
-
-    commands = ConsumerLoop(
-        settings.kafka_bootstrap_servers,
-        f"{settings.topic_namespace}-participant-{name}",
-        settings.topic(name),
-        apply_commands,
-        session_timeout_s=settings.consumer_session_timeout_s,
-    )
+    apply_commands = consumer.applying(processor.process_many, publisher)
+    commands = consuming(settings, f"participant-{name}", name, apply_commands)
 
     async def close() -> None:
         await publisher.stop()

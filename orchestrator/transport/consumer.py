@@ -118,6 +118,23 @@ async def apply_batch(
             )
 
 
+def applying(
+    handle_many: Callable[[list[messages.Message]], Awaitable[object]],
+    publisher: Publisher,
+    on_dead_letter: DeadLetterHook | None = None,
+) -> Callable[[list[Consumed]], Awaitable[None]]:
+    """What a consumer loop runs on each batch: `apply_batch`, falling back to `apply` one
+    record at a time (the worker's replies and a participant's commands alike)."""
+
+    async def apply_one(record: Consumed) -> None:
+        await apply(record, lambda message: handle_many([message]), publisher, on_dead_letter)
+
+    async def apply_records(records: list[Consumed]) -> None:
+        await apply_batch(records, handle_many, apply_one)
+
+    return apply_records
+
+
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, OrchestratorError):
         return printable(exc.message)

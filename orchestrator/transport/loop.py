@@ -23,6 +23,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
 from orchestrator import metrics
+from orchestrator.settings import Settings
 from orchestrator.transport.consumer import Consumed
 
 log = structlog.get_logger(__name__)
@@ -158,6 +159,17 @@ class ConsumerLoop:
         if consumer is not None:
             with contextlib.suppress(Exception):
                 await consumer.stop()
+
+
+def consuming(settings: Settings, group: str, channel: str, apply: Apply) -> ConsumerLoop:
+    """The loop of this deployment's consumer group `<namespace>-<group>` on a channel."""
+    return ConsumerLoop(
+        settings.kafka_bootstrap_servers,
+        f"{settings.topic_namespace}-{group}",
+        settings.topic(channel),
+        apply,
+        session_timeout_s=settings.consumer_session_timeout_s,
+    )
 
 
 class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]

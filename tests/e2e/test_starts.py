@@ -103,8 +103,10 @@ def test_the_ingress_topic_starts_each_keyed_start_once(system: System) -> None:
         [(key, start.encode()), *bad, (key, start.encode()), (b"k2", by_key.encode())],
     )
 
-    assert system.wait_final(saga_id)["status"] == "completed"
-    assert system.wait_final(other_id)["status"] == "completed"
+    for started in (saga_id, other_id):  # started by the worker once it reads the topic
+        url = f"/sagas/{started}"
+        wait_for(lambda url=url: system.api.get(url).status_code == 200, 60, f"{url} to exist")
+        assert system.wait_final(started)["status"] == "completed"
     assert stock(system, sku) == 10 - 2 - 1
     letters = wait_for(
         lambda: (found := kafka.dead(system, topic + ".dlq")) and len(found) >= 4 and found,
