@@ -64,6 +64,12 @@ class SagaStore(Protocol):
     async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
         """Record (message id, saga id) pairs as applied; return the ids not recorded before."""
 
+    async def claim_replies(
+        self, messages: Sequence[tuple[str, str]]
+    ) -> tuple[set[str], dict[str, Saga]]:
+        """`mark_processed_many` and `load_many(..., for_update=True)` of the sagas named,
+        together: the ids not recorded before, and the sagas found, locked."""
+
     async def now(self) -> datetime:
         """The time of this transaction, by the store's one clock: every process that
         decides a saga and every timer compare times on the same clock."""

@@ -241,9 +241,7 @@ class SagaService:
         recorded: dict[str, tuple[list[core.TimelineEntry], list[Publication]]] = {}
         outcomes = []
         async with self._uow.transaction() as store:
-            fresh = await store.mark_processed_many([(r.message_id, r.saga_id) for r in replies])
-            wanted = [r.saga_id for r in replies if r.message_id in fresh]
-            sagas = await store.load_many(wanted, for_update=True) if wanted else {}
+            fresh, sagas = await store.claim_replies([(r.message_id, r.saga_id) for r in replies])
             now = await store.now()
             for reply in replies:
                 if reply.message_id not in fresh:

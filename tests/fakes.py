@@ -83,6 +83,12 @@ class FakeStore:
                 fresh.add(message_id)
         return fresh
 
+    async def claim_replies(
+        self, messages: Sequence[tuple[str, str]]
+    ) -> tuple[set[str], dict[str, Saga]]:
+        fresh = await self.mark_processed_many(messages)
+        return fresh, await self.load_many([s for _, s in messages], for_update=True)
+
     async def publish_pending_first(self, saga_ids: Sequence[str]) -> None:
         return None  # every message of the fake is published at its commit
 

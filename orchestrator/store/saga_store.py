@@ -107,10 +107,38 @@ class SqlSagaStore:
         rows = await self._dicts(query, {"ids": list(saga_ids)})
         if not rows:
             return {}
+        step_rows = await self._dicts(_LOAD_STEPS, {"ids": [r["id"] for r in rows]})
+        return self._sagas(rows, step_rows)
+
+    async def claim_replies(
+        self, messages: Sequence[tuple[str, str]]
+    ) -> tuple[set[str], dict[str, Saga]]:
+        """Record the (message id, saga id) pairs as applied and load the sagas they name,
+        locked: in one round trip (psycopg's pipeline mode), the three statements running
+        one after the other, so the steps are read after the saga rows are locked."""
+        saga_ids = sorted({saga_id for _, saga_id in messages})
+        pg = await self._pg()
+        marked = pg.cursor()
+        loaded = pg.cursor(row_factory=dict_row)
+        steps = pg.cursor(row_factory=dict_row)
+        async with pg.pipeline():
+            await marked.execute(
+                _MARK_PROCESSED,
+                {"ids": [m for m, _ in messages], "sagas": [s for _, s in messages]},
+            )
+            await loaded.execute(_LOAD_FOR_UPDATE, {"ids": saga_ids})
+            await steps.execute(_LOAD_STEPS, {"ids": saga_ids})
+        fresh = {row[0] for row in await marked.fetchall()}
+        rows = await loaded.fetchall()
+        return fresh, self._sagas(rows, await steps.fetchall()) if rows else {}
+
+    def _sagas(
+        self, rows: Sequence[dict[str, Any]], step_rows: Sequence[dict[str, Any]]
+    ) -> dict[str, Saga]:
         db_now = _CLOCK.learn(rows[0]["db_now"])
         self._now = self._now or db_now  # once given, the transaction's time stays
         steps: dict[str, dict[str, StepState]] = {r["id"]: {} for r in rows}
-        for s in await self._dicts(_LOAD_STEPS, {"ids": list(steps)}):
+        for s in step_rows:
             step = steps[s["saga_id"]][s["name"]] = _step_state(s)
             self._loaded[s["saga_id"], s["name"]] = repr(step)
         return {

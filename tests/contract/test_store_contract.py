@@ -325,6 +325,29 @@ async def test_mark_processed_many_returns_the_ids_not_recorded_before(
         assert await store.mark_processed_many([]) == set()
 
 
+async def test_claim_replies_marks_the_new_ids_and_loads_the_sagas_named(
+    backend: Backend,
+) -> None:
+    async with backend.transaction() as store:
+        decision = started(await store.now())
+        await write_started(store, [decision])
+    m1, m2 = messages.new_id(), messages.new_id()
+    unknown = messages.new_id()
+
+    async with backend.transaction() as store:
+        fresh, sagas = await store.claim_replies(
+            [(m1, decision.saga.id), (m1, decision.saga.id), (m2, unknown)]
+        )
+        assert fresh == {m1, m2}
+        assert list(sagas) == [decision.saga.id]
+        assert sagas[decision.saga.id].steps == decision.saga.steps
+
+    async with backend.transaction() as store:
+        fresh, sagas = await store.claim_replies([(m1, decision.saga.id)])
+        assert fresh == set()
+        assert list(sagas) == [decision.saga.id]
+
+
 # -- 6. timers ------------------------------------------------------------------------------
 
 
