@@ -7,6 +7,9 @@ know the driver. `fault` comes from the SQLSTATE.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import psycopg
 from sqlalchemy import exc as sa_exc
 
@@ -26,6 +29,17 @@ _TRANSIENT_SQLSTATES = {
 }
 _DOUBTFUL_SQLSTATES = {"57014": "statement timeout"}
 DRIVER_ERRORS = (psycopg.Error, sa_exc.DBAPIError, sa_exc.DisconnectionError, sa_exc.TimeoutError)
+
+
+@contextmanager
+def translated() -> Iterator[None]:
+    """Raise a StoreError in place of any driver error raised inside the block."""
+    try:
+        yield
+    except DRIVER_ERRORS as exc:
+        error = store_error(exc)
+        assert error is not None
+        raise error from exc
 
 
 def store_error(exc: BaseException) -> StoreError | None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.ports import OutboxMessage
-from orchestrator.store.errors import store_error
+from orchestrator.store.errors import translated
 from orchestrator.store.saga_store import headers_of
 from orchestrator.store.tables import outbox, outbox_relay_lease, saga, saga_timeline
 
@@ -100,14 +100,9 @@ class SqlOutbox:
 
     @asynccontextmanager
     async def _transaction(self) -> AsyncIterator[AsyncConnection]:
-        try:
+        with translated():
             async with self._engine.begin() as conn:
                 yield conn
-        except Exception as exc:
-            translated = store_error(exc)
-            if translated is not None and translated is not exc:
-                raise translated from exc
-            raise
 
     async def claim(
         self, owner: str, lease_s: float, limit: int, older_than_s: float

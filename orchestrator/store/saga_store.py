@@ -464,9 +464,9 @@ def _json_insert(
     )
 
 
-def _recordset(columns: dict[str, str], rows: str, ordered: bool = False) -> str:
+def _recordset(columns: dict[str, str], rows: str, ordered: bool = False, alias: str = "u") -> str:
     typed = ", ".join(f"{c} {_AS_JSON.get(t, t)}" for c, t in columns.items())
-    return f"jsonb_to_recordset(:{rows}::jsonb) AS u({typed}{', n int' if ordered else ''})"
+    return f"jsonb_to_recordset(:{rows}::jsonb) AS {alias}({typed}{', n int' if ordered else ''})"
 
 
 _AS_JSON = {"bytea": "text"}  # JSON carries the outbox value as text
@@ -507,7 +507,7 @@ _WRITE = as_psycopg(
                         parked_reason = v.parked_reason,
                         parked_at = CASE WHEN v.parked_reason IS NULL THEN NULL
                                          ELSE coalesce(saga.parked_at, v.updated_at) END
-        FROM {_recordset(_UPDATED_COLUMNS, "updated").replace(" AS u(", " AS v(")}
+        FROM {_recordset(_UPDATED_COLUMNS, "updated", alias="v")}
         WHERE saga.id = v.id AND saga.version = v.version
         RETURNING saga.id
     ), steps AS (

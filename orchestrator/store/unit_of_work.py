@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from orchestrator.ports import OutboxMessage, PendingMarks
 from orchestrator.settings import Settings
-from orchestrator.store.errors import store_error
+from orchestrator.store.errors import translated
 from orchestrator.store.saga_store import SqlSagaStore
 
 
@@ -80,16 +80,14 @@ class SqlUnitOfWork:
     async def transaction(self) -> AsyncIterator[SqlSagaStore]:
         store: SqlSagaStore | None = None
         try:
-            async with self._engine.begin() as conn:
-                store = SqlSagaStore(conn, self._marks)
-                yield store
-                await store.flush()
-        except BaseException as exc:
+            with translated():
+                async with self._engine.begin() as conn:
+                    store = SqlSagaStore(conn, self._marks)
+                    yield store
+                    await store.flush()
+        except BaseException:
             if store is not None and store.marked and self._marks is not None:
                 self._marks.give_back(store.marked)
-            translated = store_error(exc)
-            if translated is not None and translated is not exc:
-                raise translated from exc
             raise
         if store.outgoing and self._on_commit is not None:
             await self._on_commit(store.outgoing)

@@ -22,7 +22,7 @@ from orchestrator import codec, faults
 from orchestrator.saga import messages
 from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.errors import OrchestratorError
-from orchestrator.store.errors import DRIVER_ERRORS, store_error
+from orchestrator.store.errors import store_error, translated
 from orchestrator.store.saga_store import as_psycopg
 from orchestrator.transport.producer import Publisher, Record
 
@@ -168,13 +168,9 @@ class CommandProcessor:
         self, commands: Sequence[messages.Message], batch: _Batch
     ) -> list[tuple[messages.Message, bytes]]:
         """The replies, once their transaction committed; the driver's errors as StoreError."""
-        try:
+        with translated():
             async with self._engine.begin() as conn:
                 return await self._replies_to(conn, commands, batch)
-        except DRIVER_ERRORS as exc:
-            translated = store_error(exc)
-            assert translated is not None
-            raise translated from exc
 
     async def _replies_to(
         self, conn: AsyncConnection, commands: Sequence[messages.Message], batch: _Batch
@@ -342,8 +338,8 @@ class _Undo(Exception):
 def _database_away(exc: Exception) -> bool:
     """The transaction itself is lost (connection, deadlock, failover): retry the batch.
     Any other error, a time-out calling another service included, is the handler's."""
-    translated = store_error(exc)
-    return translated is not None and translated.fault is faults.Fault.TRANSIENT
+    error = store_error(exc)
+    return error is not None and error.fault is faults.Fault.TRANSIENT
 
 
 _EXPIRED = retryable("expired", "the command arrived after its deadline; not applied")
