@@ -23,8 +23,10 @@ $(VENV)/.installed: pyproject.toml
 services:
 	deploy/local/services start
 
+# the orchestrator's schema, then each participant's own (its own Alembic history)
 migrate: install services
 	$(BIN)/orchestrator migrate
+	$(BIN)/participants migrate --all
 	$(BIN)/orchestrator topics
 
 demo: migrate

@@ -1,20 +1,15 @@
-"""Alembic environment: the orchestrator's tables and every participant's schema."""
+"""Alembic environment: the orchestrator's tables, in the default schema. Each participant
+migrates its own schema with its own history (`participants migrate NAME`)."""
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 
 from alembic import context
 from sqlalchemy import Connection, pool
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from orchestrator.store.tables import metadata as orchestrator_metadata
-from participants import registry
-
-participant_metadata = [importlib.import_module(m).metadata for m in registry.table_modules()]
-target_metadata = [orchestrator_metadata, *participant_metadata]
-SCHEMAS = {m.schema for m in participant_metadata}
+from orchestrator.store.tables import metadata as target_metadata
 
 
 def _database_url() -> str:
@@ -26,20 +21,8 @@ def _database_url() -> str:
     return load_settings().database_url
 
 
-def _include_name(name: str | None, type_: str, parent_names: object) -> bool:
-    if type_ == "schema":
-        return name is None or name in SCHEMAS
-    return True
-
-
 def _run(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        include_schemas=True,
-        include_name=_include_name,
-        compare_type=True,
-    )
+    context.configure(connection=connection, target_metadata=target_metadata, compare_type=True)
     with context.begin_transaction():
         context.run_migrations()
 

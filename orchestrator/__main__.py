@@ -22,7 +22,11 @@ def _parser() -> argparse.ArgumentParser:
     api.add_argument("--port", type=int, help="port (default: SAGA_API_PORT or 8000)")
     commands.add_parser("worker", help="relay the outbox and consume replies")
     commands.add_parser("sagas", help="query and act on sagas through the api (see --help)")
-    commands.add_parser("migrate", help="upgrade the database schema to the newest revision")
+    commands.add_parser(
+        "migrate",
+        help="upgrade the orchestrator's tables to the newest revision (each participant "
+        "migrates its own schema: `participants migrate NAME|--all`)",
+    )
     commands.add_parser("topics", help="create the Kafka topics that are missing")
     dlq = commands.add_parser("dlq", help="read and replay dead-lettered messages")
     dlq_commands = dlq.add_subparsers(dest="action", required=True)
@@ -76,7 +80,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         bootstrap.run_worker(settings)
     elif args.command == "migrate":
         migrate.upgrade(settings.database_url)
-        print("database schema is at the newest revision")
+        print("the orchestrator's tables are at the newest revision")
     elif args.command == "definitions":
         _definitions(args, bootstrap.build_registry(settings))
     elif args.command == "dlq":

@@ -30,10 +30,11 @@ log = structlog.get_logger(__name__)
 
 def build_registry(settings: Settings) -> DefinitionRegistry:
     """Every saga definition this deployment runs, checked against the participants known:
-    those shipped in `participants/` and those named in SAGA_PARTICIPANTS."""
-    from participants import registry as shipped
+    those shipped in `participants/`, installed under the entry-point group or named in
+    SAGA_PARTICIPANT_MODULES, and those named in SAGA_PARTICIPANTS (run elsewhere)."""
+    from participants import registry as participant_registry
 
-    known = [*shipped.names(), *settings.external_participants]
+    known = [*participant_registry.names(settings), *settings.external_participants]
     return sagas.build_registry(settings.definition_modules, participants=known)
 
 
@@ -45,7 +46,6 @@ def build_service(
         build_registry(settings),
         settings.topic,
         max_input_bytes=settings.max_input_bytes,
-        orphaned_after_s=settings.timer_orphaned_after_s,
     )
 
 
@@ -71,7 +71,7 @@ def run_api(settings: Settings, port: int | None = None) -> None:
 
     app = create_app(
         build_service(settings, engine, publish),
-        SqlSagaReader(engine),
+        SqlSagaReader(engine, overdue_after_s=settings.timer_overdue_after_s),
         authenticator,
         max_body_bytes=settings.max_body_bytes,
         max_batch_body_bytes=settings.max_batch_body_bytes,

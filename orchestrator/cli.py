@@ -82,6 +82,17 @@ def list_sagas(
     parked: Annotated[
         bool | None, typer.Option("--parked/--not-parked", help="waiting for an operator")
     ] = None,
+    overdue: Annotated[
+        bool | None,
+        typer.Option("--overdue/--not-overdue", help="due, and no running worker fires them"),
+    ] = None,
+    resolving: Annotated[
+        bool | None,
+        typer.Option(
+            "--resolving/--not-resolving",
+            help="waiting on a participant to say whether a step took effect",
+        ),
+    ] = None,
     limit: Annotated[int, typer.Option(min=1, max=500)] = 20,
     cursor: Annotated[str | None, typer.Option()] = None,
 ) -> None:
@@ -94,6 +105,8 @@ def list_sagas(
         "updated_before": updated_before,
         "stuck_for": stuck_for,
         "parked": None if parked is None else str(parked).lower(),
+        "overdue": None if overdue is None else str(overdue).lower(),
+        "resolving": None if resolving is None else str(resolving).lower(),
         "cursor": cursor,
     }.items():
         if value is not None:
@@ -213,7 +226,8 @@ def watch(
 
 @app.command()
 def stats(url: Url = "http://127.0.0.1:8000", token: Token = None) -> None:
-    """Counts by status and type, the oldest running saga, the outbox backlog."""
+    """Counts by status and type, the oldest running saga, the outbox backlog, the parked
+    and overdue sagas, and those waiting on a participant's resolve."""
     data = Api(url, token).call("GET", "/sagas/stats")
     table = Table("type", *STATUS_STYLE)
     for saga_type, counts in sorted(data["by_type"].items()):
@@ -229,4 +243,16 @@ def stats(url: Url = "http://127.0.0.1:8000", token: Token = None) -> None:
     out.print(f"outbox backlog: {data['outbox_backlog']}")
     out.print(
         f"parked for an operator: {data['parked']} sagas, {data['outbox_parked']} outbox rows"
+    )
+    overdue = data["overdue"]
+    by_type = ", ".join(f"{t} {n}" for t, n in sorted(overdue["by_type"].items()))
+    out.print(
+        f"overdue by over {overdue['after_s']:g} s (no running worker fires them): "
+        f"{overdue['total']}" + (f" ({by_type})" if by_type else "")
+    )
+    resolving = data["resolving"]
+    by_step = ", ".join(f"{s} {n}" for s, n in sorted(resolving["by_step"].items()))
+    out.print(
+        "waiting on a participant to resolve a step: "
+        f"{resolving['total']}" + (f" ({by_step})" if by_step else "")
     )

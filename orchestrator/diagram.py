@@ -12,9 +12,7 @@ def table(definition: SagaDefinition) -> str:
         f"{'timeout':>8}{'tries':>6}  notes",
     ]
     for i, step in enumerate(definition.steps, 1):
-        notes = ", ".join(
-            n for n in (step.group and f"group {step.group}", step.pivot and "pivot") if n
-        )
+        notes = ", ".join(n for n in (step.group and f"group {step.group}", _kind(step)) if n)
         lines.append(
             f"  {i:<3}{step.name:<22}{step.participant:<13}{step.command:<22}"
             f"{step.compensation or '-':<22}{step.timeout_s:>7g}s{step.retry.max_attempts:>6}"
@@ -30,7 +28,8 @@ def mermaid(definition: SagaDefinition, current: str | None = None) -> str:
         if group:
             lines.append(f'  subgraph {group}["{group} (parallel)"]')
         for step in members:
-            label = f"{step.name}<br/><small>{step.participant}: {step.command}</small>"
+            kind = f" ({_kind(step)})" if _kind(step) else ""
+            label = f"{step.name}<br/><small>{step.participant}: {step.command}{kind}</small>"
             shape = f'{{{{"{label}"}}}}' if step.pivot else f'["{label}"]'
             lines.append(f"  {step.name}{shape}")
         if group:
@@ -70,6 +69,14 @@ def dot(definition: SagaDefinition) -> str:
     lines += [f"  {p} -> done;" for p in previous]
     lines.append("}")
     return "\n".join(lines)
+
+
+def _kind(step: Step) -> str:
+    """What compensating does with the step: nothing for a read-only one, and a pivot is
+    never undone (the saga only moves forward after it)."""
+    if step.pivot:
+        return "pivot, never undone"
+    return "read-only, nothing to undo" if step.read_only else ""
 
 
 def stages(definition: SagaDefinition) -> list[tuple[str | None, list[Step]]]:

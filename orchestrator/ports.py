@@ -74,11 +74,10 @@ class SagaStore(Protocol):
         """The time of this transaction, by the store's one clock: every process that
         decides a saga and every timer compare times on the same clock."""
 
-    async def claim_due(
-        self, limit: int, known: Sequence[tuple[str, int]], orphaned_after_s: float
-    ) -> list[str]:
-        """Lock and return sagas whose wake time has come, skipping those locked elsewhere:
-        those of a known (type, version), and any overdue by `orphaned_after_s`."""
+    async def claim_due(self, limit: int, known: Sequence[tuple[str, int]]) -> list[str]:
+        """Lock and return sagas of a known (type, version) whose wake time has come, the
+        earliest first, skipping those locked elsewhere. The others are left to the workers
+        that have their definitions, however late."""
 
     async def next_wake(self, known: Sequence[tuple[str, int]]) -> datetime | None:
         """The earliest wake time of a saga of a known (type, version)."""

@@ -61,13 +61,11 @@ class SagaService:
         registry: DefinitionRegistry,
         topic_of: Callable[[str], str],
         max_input_bytes: int = 262_144,
-        orphaned_after_s: float = 60.0,
     ) -> None:
         self._uow = uow
         self._registry = registry
         self._topic_of = topic_of
         self._max_input_bytes = max_input_bytes
-        self._orphaned_after_s = orphaned_after_s
         self._known = [(d.name, d.version) for d in registry.all()]
         self._starts: GroupCommit[StartRequest, Started] = GroupCommit(self.start_sagas)
         # told the wake time of every saga this process stores (the timers sleep till then)
@@ -285,14 +283,15 @@ class SagaService:
         `limit` sagas at once; when none was due, also the next wake time of a saga whose
         definition this process has.
 
-        Any number of workers may call this together: each saga is claimed by one of them,
-        first by a worker that has its definition. A saga that cannot be decided (no worker
-        had its definition for `orphaned_after_s`, a payload builder raised) is parked with
-        the reason, for an operator; the others fire all the same.
+        Any number of workers may call this together, each with its own definitions: a saga
+        is claimed by one of the workers that have its definition, and by no other however
+        late it is (operators see it overdue). A saga whose timers cannot be decided (a
+        payload builder raised) is parked with the reason, for an operator; the others fire
+        all the same.
         """
         decisions = []
         async with self._uow.transaction() as store:
-            due = await store.claim_due(limit, self._known, self._orphaned_after_s)
+            due = await store.claim_due(limit, self._known)
             if not due:
                 return 0, await store.next_wake(self._known)
             sagas = await store.load_many(due, for_update=True)
@@ -367,7 +366,9 @@ def _check_reply_type(definition: SagaDefinition, reply: messages.Message) -> No
     if reply.kind is not messages.Kind.REPLY:
         raise UnknownMessageTypeError(f"a {reply.kind.value} is not a reply")
     REPLY_CONTRACTS.read(reply)
-    known = {t for s in definition.steps for t in (s.command, s.compensation) if t}
+    known = {
+        t for s in definition.steps for t in (s.command, s.compensation, s.resolve_command) if t
+    }
     if reply.replied_command_type not in known:
         raise UnknownMessageTypeError(
             f"{reply.message_type!r} answers no command of saga type "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal
 
 import pydantic
@@ -59,17 +61,27 @@ class Settings(BaseSettings):
         description="the longest the timers sleep: how late they see a wake time set by "
         "another process",
     )
-    timer_orphaned_after_s: float = pydantic.Field(
+    timer_overdue_after_s: float = pydantic.Field(
         default=60,
-        ge=0,
+        gt=0,
         le=86_400,
-        description="a saga overdue this long, its definition on no worker, is parked",
+        description="a saga whose wake time passed this long ago is reported overdue "
+        "(GET /sagas/stats, GET /sagas?overdue=true): no running worker has its definition",
     )
     definitions: str = pydantic.Field(
         default="", description="comma-separated modules that define more sagas"
     )
     participants: str = pydantic.Field(
-        default="", description="comma-separated participants run outside this project"
+        default="", description="comma-separated names of participants run elsewhere"
+    )
+    participant_metrics_port: int = pydantic.Field(
+        default=0,
+        ge=0,
+        le=65535,
+        description="a participant worker's /healthz, /readyz and /metrics port; 0: none",
+    )
+    participant_modules: str = pydantic.Field(
+        default="", description="comma-separated modules that define more participants"
     )
     viewer_tokens: str = pydantic.Field(default="", description="[name:]token,...", repr=False)
     operator_tokens: str = pydantic.Field(default="", description="[name:]token,...", repr=False)
@@ -106,9 +118,22 @@ class Settings(BaseSettings):
             raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
         return value.replace("postgresql://", "postgresql+psycopg://", 1)
 
+    @pydantic.field_validator("timer_overdue_after_s")
+    @classmethod
+    def _above_timer_interval(cls, value: float, info: pydantic.ValidationInfo) -> float:
+        # a saga being handled is up to one interval late: it must not be reported overdue
+        interval = info.data.get("timer_interval_s")
+        if interval is not None and value < 2 * interval:
+            raise ValueError(f"must be at least twice SAGA_TIMER_INTERVAL_S ({interval} s)")
+        return value
+
     @property
     def definition_modules(self) -> list[str]:
         return [m.strip() for m in self.definitions.split(",") if m.strip()]
+
+    @property
+    def participant_module_names(self) -> list[str]:
+        return [m.strip() for m in self.participant_modules.split(",") if m.strip()]
 
     @property
     def external_participants(self) -> list[str]:
@@ -122,9 +147,26 @@ class Settings(BaseSettings):
         return f"{self.topic_namespace}.{channel}.commands"
 
 
+def env_file() -> Path | None:
+    """The `.env` to read: SAGA_ENV_FILE; else the nearest in the current directory or a
+    parent; else the one in the project root of this checkout (where `make services` writes
+    it), so that commands run from another directory find it too."""
+    named = os.environ.get("SAGA_ENV_FILE")
+    if named:
+        return Path(named)
+    here = Path.cwd().resolve()
+    for directory in (here, *here.parents):
+        if (directory / ".env").is_file():
+            return directory / ".env"
+    root = Path(__file__).resolve().parents[1]
+    if (root / "pyproject.toml").is_file() and (root / ".env").is_file():
+        return root / ".env"
+    return None
+
+
 def load_settings() -> Settings:
     try:
-        return Settings()
+        return Settings(_env_file=env_file())
     except pydantic.ValidationError as exc:
         lines = [
             f"  SAGA_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"

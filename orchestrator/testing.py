@@ -9,8 +9,13 @@ It runs the same pure core as the worker::
     assert harness.status == "compensated"
     assert harness.compensations() == ["reserve_inventory"]
 
-`check_compensation_matrix(definition, saga_input)` runs every failure and timeout of every
-step, with and without duplicate deliveries, and reports what went wrong (an empty list).
+The scripted participants keep the participant kit's rules: a step's action applies once
+(a repeat gets the stored reply), a compensation of a step never applied leaves a tombstone,
+an action after its tombstone is refused, and a resolve is answered from the step's ledger.
+
+`check_compensation_matrix(definition, saga_input)` runs every failure, timeout and abort of
+every step, with outcomes unknown then applied or never applied, with and without duplicate
+deliveries, and reports what went wrong (an empty list).
 """
 
 from __future__ import annotations
@@ -26,7 +31,10 @@ from orchestrator.saga import saga as core
 from orchestrator.saga.definition import SagaDefinition
 from orchestrator.saga.machine import SETTLED, SagaStatus
 
-Scripted = Literal["success", "failure", "retryable", "no_reply"]
+# "no_reply": the participant never applies this attempt nor answers it; "lost_reply": it
+# applies it and its reply is lost, so the orchestrator does not know.
+Scripted = Literal["success", "failure", "retryable", "no_reply", "lost_reply"]
+Resolution = Literal["answer", "no_reply"]
 
 
 class SagaHarness:
@@ -51,7 +59,13 @@ class SagaHarness:
         self._inbox: collections.deque[messages.Message] = collections.deque()
         self._scripts: dict[str, collections.deque[Scripted]] = {}
         self._compensation_scripts: dict[str, collections.deque[Scripted]] = {}
+        self._resolve_scripts: dict[str, collections.deque[Resolution]] = {}
         self._data: dict[str, dict[str, Any]] = {}
+        # the participants' step ledgers: "applied" (with its result), "compensated" or
+        # "tombstone"; what each step's handlers really did
+        self.ledger: dict[str, tuple[str, dict[str, Any]]] = {}
+        self.actions_applied: collections.Counter[str] = collections.Counter()
+        self.compensations_applied: collections.Counter[str] = collections.Counter()
 
     # -- arranging ---------------------------------------------------------------------------
 
@@ -67,6 +81,11 @@ class SagaHarness:
     def script_compensation(self, step: str, *outcomes: Scripted) -> None:
         self.definition.step(step)
         self._compensation_scripts[step] = collections.deque(outcomes)
+
+    def script_resolution(self, step: str, *answers: Resolution) -> None:
+        """Whether the step's participant answers its successive resolves; it answers after."""
+        self.definition.step(step)
+        self._resolve_scripts[step] = collections.deque(answers)
 
     # -- acting ------------------------------------------------------------------------------
 
@@ -128,11 +147,15 @@ class SagaHarness:
 
     def actions(self) -> list[str]:
         """The steps whose action was sent, once per attempt, in order."""
-        return [m.step for m in self.commands if not self._is_compensation(m)]
+        return [m.step for m in self.commands if self._kind(m) == "action"]
 
     def compensations(self) -> list[str]:
         """The steps whose compensation was sent, once per attempt, in order."""
-        return [m.step for m in self.commands if self._is_compensation(m)]
+        return [m.step for m in self.commands if self._kind(m) == "compensation"]
+
+    def resolutions(self) -> list[str]:
+        """The steps whose participant was asked to resolve the outcome, once per ask."""
+        return [m.step for m in self.commands if self._kind(m) == "resolve"]
 
     def kinds(self) -> list[str]:
         return [e.kind for e in self.timeline]
@@ -149,21 +172,58 @@ class SagaHarness:
                 self.commands.append(out.message)
                 self._inbox.append(out.message)
 
-    def _is_compensation(self, command: messages.Message) -> bool:
-        return command.message_type == self.definition.step(command.step).compensation
+    def _kind(self, command: messages.Message) -> str:
+        step = self.definition.step(command.step)
+        if command.message_type == step.compensation:
+            return "compensation"
+        return "resolve" if command.message_type == step.resolve_command else "action"
 
     def _answer(self, command: messages.Message) -> None:
-        scripts = self._compensation_scripts if self._is_compensation(command) else self._scripts
-        queue = scripts.get(command.step)
-        scripted: Scripted = queue.popleft() if queue else "success"
-        if scripted == "no_reply":
+        """Answer as a participant built on the kit would, scripts deciding what the
+        handlers do."""
+        step, kind = command.step, self._kind(command)
+        state, stored = self.ledger.get(step, (None, {}))
+        scripted: Scripted
+        if kind == "resolve":
+            if _next(self._resolve_scripts.get(step), "answer") == "no_reply":
+                return
+            if state == "applied":
+                data: dict[str, Any] = {"resolution": "applied", "result": stored}
+            else:
+                self.ledger.setdefault(step, ("tombstone", {}))
+                data = {"resolution": "fenced"}
+            self._reply(command, "success", data)
+        elif kind == "compensation":
+            if state != "applied":
+                self.ledger.setdefault(step, ("tombstone", {}))
+                self._reply(command, "success", {"empty": state is None})
+                return
+            scripted = _next(self._compensation_scripts.get(step), "success")
+            if scripted in ("success", "lost_reply"):
+                self.ledger[step] = ("compensated", {})
+                self.compensations_applied[step] += 1
+            self._reply(command, scripted, {})
+        elif state in ("tombstone", "compensated"):
+            self._reply(command, "failure", {})
+        elif state == "applied":
+            self._reply(command, "success", stored)
+        else:
+            scripted = _next(self._scripts.get(step), "success")
+            if scripted in ("success", "lost_reply"):
+                stored = dict(self._data.get(step, {}))
+                self.ledger[step] = ("applied", stored)
+                self.actions_applied[step] += 1
+            self._reply(command, scripted, stored)
+
+    def _reply(self, command: messages.Message, scripted: Scripted, data: dict[str, Any]) -> None:
+        if scripted in ("no_reply", "lost_reply"):
             return
         reply = messages.reply_to(
             command,
             source=self.definition.step(command.step).participant,
             outcome=messages.Outcome(scripted),
             now=self.now,
-            data=self._data.get(command.step) if scripted == "success" else None,
+            data=data if scripted == "success" else None,
             error_code=None if scripted == "success" else f"scripted_{scripted}",
             error_message=f"scripted {scripted}",
         )
@@ -171,64 +231,115 @@ class SagaHarness:
             self.deliver(reply)
 
 
+def _next(queue: collections.deque[Any] | None, default: Any) -> Any:
+    return queue.popleft() if queue else default
+
+
+Fault = Literal[
+    "failure",
+    "timeout_never_applied",
+    "timeout_then_applied",
+    "abort_never_applied",
+    "abort_then_applied",
+]
+
+
 @dataclasses.dataclass(frozen=True)
 class Scenario:
     step: str
-    fault: Literal["failure", "timeout"]
+    fault: Fault
     duplicates: bool
 
 
 def check_compensation_matrix(
     definition: SagaDefinition, saga_input: Mapping[str, Any]
 ) -> list[str]:
-    """Fail, then time out, every step in turn, each with single and duplicate deliveries.
+    """Run every scenario on every step and check the saga's promises where it settles.
 
-    Before the pivot, exactly the steps sent before the faulty one (and the faulty one
-    itself when its outcome is unknown) must be compensated, in reverse order, once each,
-    and the saga end compensated. After the pivot nothing is compensated and the saga ends
-    failed. Returns the problems found; an empty list means the definition passed.
+    For each step: its participant refuses it; its outcome stays unknown past its retries
+    and it turns out applied (the reply was lost), or never applied; an operator aborts
+    while it is in flight, and it turns out applied or never applied. Each runs with single
+    and duplicate deliveries. It checks that the saga settles in the status the scenario
+    calls for, that every effect before the pivot is compensated exactly once when the saga
+    ends compensated, that nothing is compensated when it completes, that no compensation
+    is sent for an action that never took effect, and that a pivot that took effect is
+    never followed by compensations. Returns the problems found: empty means it passed.
     """
     problems: list[str] = []
     for scenario in _scenarios(definition):
-        harness = SagaHarness(definition, duplicate_replies=scenario.duplicates)
-        step = definition.step(scenario.step)
-        attempts = step.retry.max_attempts
-        fault: Scripted = "failure" if scenario.fault == "failure" else "no_reply"
-        harness.script(scenario.step, *[fault] * attempts)
-        harness.start(saga_input)
-        harness.run()
-        expected_status, expected = _expected(definition, scenario)
-        got = harness.compensations()
-        if harness.status != expected_status or got != expected:
-            problems.append(
-                f"{scenario}: expected {expected_status} compensating {expected}, "
-                f"got {harness.status} compensating {got}"
-            )
+        harness = _run_scenario(definition, saga_input, scenario)
+        expected = _expected_status(definition, scenario)
+        if harness.status != expected:
+            problems.append(f"{scenario}: expected {expected}, got {harness.status}")
+        problems += [f"{scenario}: {p}" for p in _broken_promises(definition, harness)]
     return problems
 
 
 def _scenarios(definition: SagaDefinition) -> Iterable[Scenario]:
-    for step in definition.steps:
-        for fault in ("failure", "timeout"):
+    pivot = definition.pivot_index
+    for index, step in enumerate(definition.steps):
+        faults: list[Fault] = ["failure", "timeout_never_applied", "timeout_then_applied"]
+        if pivot is None or index <= pivot:  # an abort is refused once the pivot is passed
+            faults += ["abort_never_applied", "abort_then_applied"]
+        for fault in faults:
             for duplicates in (False, True):
                 yield Scenario(step.name, fault, duplicates)
 
 
-def _expected(definition: SagaDefinition, scenario: Scenario) -> tuple[str, list[str]]:
-    steps = definition.steps
-    index = next(i for i, s in enumerate(steps) if s.name == scenario.step)
+def _run_scenario(
+    definition: SagaDefinition, saga_input: Mapping[str, Any], scenario: Scenario
+) -> SagaHarness:
+    harness = SagaHarness(definition, duplicate_replies=scenario.duplicates)
+    step = definition.step(scenario.step)
+    attempts = step.retry.max_attempts
+    never: list[Scripted] = ["no_reply"] * attempts
+    scripts: dict[Fault, list[Scripted]] = {
+        "failure": ["failure"] * attempts,
+        "timeout_never_applied": never,
+        "timeout_then_applied": [*never[1:], "lost_reply"],
+        "abort_never_applied": never,
+        "abort_then_applied": ["lost_reply"],
+    }
+    harness.script(scenario.step, *scripts[scenario.fault])
+    harness.start(saga_input)
+    if scenario.fault.startswith("abort"):
+        harness.run(until=lambda h: scenario.step in h.actions())
+        if harness.saga.status not in SETTLED:
+            harness.abort("matrix")
+    harness.run()
+    return harness
+
+
+def _expected_status(definition: SagaDefinition, scenario: Scenario) -> str:
+    index = next(i for i, s in enumerate(definition.steps) if s.name == scenario.step)
     pivot = definition.pivot_index
-    if pivot is not None and index > pivot:
-        return SagaStatus.FAILED.value, []
-    faulty = steps[index]
-    sent = [
-        s
-        for i, s in enumerate(steps)
-        if i <= index or (faulty.group is not None and s.group == faulty.group)
-    ]
-    undone = [
-        s.name
-        for s in reversed(sent)
-        if s.compensation and (s.name != faulty.name or scenario.fault == "timeout")
-    ]
-    return SagaStatus.COMPENSATED.value, undone
+    after_pivot = pivot is not None and index > pivot
+    if scenario.fault == "timeout_then_applied":
+        # before the pivot the resolve finds it applied: the saga goes on as if answered
+        return SagaStatus.FAILED.value if after_pivot else SagaStatus.COMPLETED.value
+    if scenario.fault == "abort_then_applied" and index == pivot:
+        return SagaStatus.COMPLETED.value  # the applied pivot overrules the abort
+    return SagaStatus.FAILED.value if after_pivot else SagaStatus.COMPENSATED.value
+
+
+def _broken_promises(definition: SagaDefinition, harness: SagaHarness) -> list[str]:
+    problems = []
+    status = harness.saga.status
+    for step in definition.steps:
+        name = step.name
+        state = harness.ledger.get(name, (None, {}))[0]
+        took_effect = harness.actions_applied[name] > 0
+        if harness.actions_applied[name] > 1:
+            problems.append(f"{name} was applied {harness.actions_applied[name]} times")
+        if harness.compensations_applied[name] > 1:
+            problems.append(f"{name} was compensated {harness.compensations_applied[name]} times")
+        if name in harness.compensations() and not took_effect:
+            problems.append(f"a compensation of {name} was sent, but it never took effect")
+        if status is SagaStatus.COMPENSATED and took_effect:
+            if step.pivot:
+                problems.append(f"the pivot {name} took effect, yet the saga was compensated")
+            elif step.compensation and state != "compensated":
+                problems.append(f"{name} took effect and was never compensated")
+        if status is SagaStatus.COMPLETED and state == "compensated":
+            problems.append(f"{name} was compensated, yet the saga completed")
+    return problems

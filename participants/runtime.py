@@ -1,4 +1,5 @@
-"""Runs one participant as a faust-streaming worker on its command topic."""
+"""Runs one participant: its consumer on its command topic, its replies, and with a port its
+/healthz, /readyz and /metrics, in one process."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from orchestrator.store.unit_of_work import engine_for
 from orchestrator.transport import consumer, faust_app, topics
 from orchestrator.transport.loop import consuming
 from orchestrator.transport.producer import Publisher
-from participants import registry
-from participants.kit.participant import CommandProcessor
+from participants.kit import migrate
+from participants.kit.participant import CommandProcessor, Participant
 
 
-def run_worker(settings: Settings, name: str) -> None:
-    participant = registry.participant(name, settings)
+def serve(participant: Participant, settings: Settings, web_port: int = 0) -> None:
+    """Consume the participant's commands until stopped (SIGTERM, SIGINT)."""
+    name = participant.name
     asyncio.run(topics.ensure_topics(settings, [name]))
     engine = engine_for(settings, 4, pre_ping=False)
     publisher = Publisher(settings.kafka_bootstrap_servers, f"saga-participant-{name}")
@@ -27,4 +29,14 @@ def run_worker(settings: Settings, name: str) -> None:
         await publisher.stop()
         await engine.dispose()
 
-    faust_app.serve(settings, f"{settings.topic_namespace}-participant-{name}", [commands], close)
+    async def schema_at_head() -> None:
+        await migrate.check_at_head(participant, engine)
+
+    faust_app.serve(
+        settings,
+        f"{settings.topic_namespace}-participant-{name}",
+        [commands],
+        close,
+        web_port=web_port,
+        ready_checks=[schema_at_head],
+    )

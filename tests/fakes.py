@@ -95,18 +95,15 @@ class FakeStore:
     async def now(self) -> datetime:
         return self._db.clock.now()
 
-    async def claim_due(
-        self, limit: int, known: Sequence[tuple[str, int]], orphaned_after_s: float
-    ) -> list[str]:
+    async def claim_due(self, limit: int, known: Sequence[tuple[str, int]]) -> list[str]:
         """As FOR UPDATE SKIP LOCKED: sagas locked by another open transaction are skipped."""
         now = self._db.clock.now()
-        orphaned_before = now - timedelta(seconds=orphaned_after_s)
         due = sorted(
             (s.wake_at, s.id)
             for s in self._visible()
             if s.wake_at is not None
             and s.wake_at <= now
-            and ((s.type, s.definition_version) in known or s.wake_at < orphaned_before)
+            and (s.type, s.definition_version) in known
             and self._db.locks.get(s.id, self) is self
         )
         claimed = [saga_id for _, saga_id in due[:limit]]

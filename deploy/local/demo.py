@@ -1,12 +1,14 @@
 """The demo: one order that completes and one that is compensated, with their timelines.
 
-Run by `make demo` after the services are up and the schema migrated; it starts the api,
-the worker and the participants in the background and leaves them running.
+Run by `make demo` after the services are up and the schemas migrated; it sets the stock
+the orders take from, starts the api, the worker and the participants in the background and
+leaves them running.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -19,6 +21,8 @@ import processes
 
 PORT = os.environ.get("SAGA_API_PORT", "8000")
 API = f"http://127.0.0.1:{PORT}"
+# The demo's stock: its orders and the README's examples take SKU-RED.
+DEMO_STOCK = {"SKU-RED": 1000, "SKU-BLUE": 1000}
 
 
 def order(order_id: str, card: str) -> dict[str, Any]:
@@ -74,12 +78,20 @@ def run(client: httpx.Client, title: str, saga_input: dict[str, Any]) -> dict[st
     return saga
 
 
+def set_demo_stock() -> None:
+    """Through the inventory participant, as an operator would."""
+    for sku, quantity in DEMO_STOCK.items():
+        restock = [str(processes.BIN / "participants"), "inventory", "restock", sku, str(quantity)]
+        subprocess.run(restock, cwd=processes.ROOT, check=True)
+
+
 def main() -> None:
     if processes.insecure():
         print(
             "The api runs with SAGA_INSECURE_DEV=1: no tokens needed, for this demo only.\n"
             "Set SAGA_OPERATOR_TOKENS / SAGA_VIEWER_TOKENS to protect it.\n"
         )
+    set_demo_stock()
     processes.start()
     with httpx.Client(base_url=API, timeout=10) as client:
         wait_until(lambda: client.get("/readyz").status_code == 200, 60, "the api")

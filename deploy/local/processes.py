@@ -23,7 +23,7 @@ from participants import registry  # noqa: E402  # the shipped participants, by 
 PROCESSES = {
     "api": [str(BIN / "orchestrator"), "api"],
     "worker": [str(BIN / "orchestrator"), "worker"],
-    **{name: [str(BIN / "participants"), "worker", name] for name in registry.names()},
+    **{name: [str(BIN / "participants"), "worker", name] for name in registry.shipped_names()},
 }
 
 

@@ -1,4 +1,9 @@
-"""charge statement descriptor
+"""charge statement descriptor (now: nothing)
+
+This revision once added payment.charge.statement_descriptor. The payment participant's
+tables moved to its own history (`participants migrate payment`), whose first revision
+creates the column, or adds it where this revision never ran. The revision stays so that
+databases already at it, or past it, keep their history.
 
 Revision ID: 0007
 Revises: 0006
@@ -7,9 +12,6 @@ Create Date: 2026-11-26 22:33:03.263234
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
-from alembic import op
-
 revision: str = "0007"
 down_revision: str | Sequence[str] | None = "0006"
 branch_labels: str | Sequence[str] | None = None
@@ -17,10 +19,8 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.add_column(
-        "charge", sa.Column("statement_descriptor", sa.Text(), nullable=True), schema="payment"
-    )
+    pass
 
 
 def downgrade() -> None:
-    op.drop_column("charge", "statement_descriptor", schema="payment")
+    pass

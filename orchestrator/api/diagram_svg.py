@@ -13,6 +13,7 @@ FILL = {
     "sent": "#dbeafe",
     "retry_wait": "#fef3c7",
     "timed_out": "#fde68a",
+    "resolving": "#fbcfe8",  # waiting on the participant to say what it did
     "succeeded": "#dcfce7",
     "failed": "#fee2e2",
     "compensating": "#ffedd5",

@@ -149,6 +149,20 @@ async def list_sagas(
     parked: Annotated[
         bool | None, Query(description="true: only sagas parked for an operator; false: none")
     ] = None,
+    overdue: Annotated[
+        bool | None,
+        Query(
+            description="true: only active sagas whose timers no running worker has fired "
+            "for longer than the stats' `overdue.after_s`; false: none of them"
+        ),
+    ] = None,
+    resolving: Annotated[
+        bool | None,
+        Query(
+            description="true: only sagas waiting on a participant to resolve a step whose "
+            "outcome is unknown; false: none of them"
+        ),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
 ) -> schemas.SagaPage:
@@ -163,7 +177,16 @@ async def list_sagas(
             raise InvalidDurationError(f"the duration {stuck_for!r} is too long") from None
         updated_before = min(filter(None, (updated_before, cutoff)))
         statuses = statuses or NOT_TERMINAL
-    where = SagaFilter(statuses, saga_type, created_after, created_before, updated_before, parked)
+    where = SagaFilter(
+        statuses,
+        saga_type,
+        created_after,
+        created_before,
+        updated_before,
+        parked,
+        overdue,
+        resolving,
+    )
     items, next_cursor = await sagas.list_sagas(where, limit, cursor)
     return schemas.SagaPage.model_validate({"items": items, "next_cursor": next_cursor})
 
@@ -172,7 +195,8 @@ async def list_sagas(
     "/sagas/stats",
     response_model=schemas.Stats,
     responses=_responses(401),
-    summary="Counts by status and type, the oldest running saga, the outbox backlog",
+    summary="Counts by status and type, the oldest running saga, the outbox backlog, the "
+    "parked and overdue sagas",
 )
 async def stats(sagas: Reader, _: Viewer) -> dict[str, Any]:
     return await sagas.stats()

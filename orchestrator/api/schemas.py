@@ -63,6 +63,9 @@ class Step(pydantic.BaseModel):
     status: str
     attempt: int
     compensation_attempt: int
+    resolve_attempt: int = pydantic.Field(
+        description="times the participant was asked whether the action took effect"
+    )
     deadline: datetime | None
     next_attempt_at: datetime | None
     result: dict[str, Any] | None
@@ -116,6 +119,17 @@ class OldestRunning(pydantic.BaseModel):
     created_at: datetime
 
 
+class Overdue(pydantic.BaseModel):
+    total: int
+    by_type: dict[str, int]
+    after_s: float = pydantic.Field(description="how long past its wake time a saga counts")
+
+
+class Resolving(pydantic.BaseModel):
+    total: int
+    by_step: dict[str, int] = pydantic.Field(description="by `<saga type>.<step>`")
+
+
 class Stats(pydantic.BaseModel):
     by_status: dict[str, int]
     by_type: dict[str, dict[str, int]]
@@ -124,6 +138,14 @@ class Stats(pydantic.BaseModel):
     outbox_oldest_unpublished_at: datetime | None
     parked: int = pydantic.Field(description="sagas parked for an operator")
     outbox_parked: int = pydantic.Field(description="outbox rows the broker refused for good")
+    overdue: Overdue = pydantic.Field(
+        description="active sagas whose timers no running worker has fired in time: none has "
+        "their type and version, or none runs (GET /sagas?overdue=true lists them)"
+    )
+    resolving: Resolving = pydantic.Field(
+        description="sagas waiting on a participant to say whether a step whose outcome is "
+        "unknown took effect (GET /sagas?resolving=true lists them)"
+    )
 
 
 class OperatorAction(pydantic.BaseModel):

@@ -68,6 +68,16 @@ class Step:
     group: str | None = None
     command_version: int = 1
 
+    @property
+    def resolve_command(self) -> str:
+        """Asks the participant whether the action took effect, and fences it if not."""
+        return f"{self.participant}.resolve"
+
+    @property
+    def read_only(self) -> bool:
+        """Declares no compensation and is not the pivot: leaves nothing to undo."""
+        return self.compensation is None and not self.pivot
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class SagaDefinition:
@@ -103,17 +113,21 @@ class SagaDefinition:
             raise InvalidDefinitionError(f"saga {self.name!r} has more than one pivot step")
         self._validate_groups()
         known = set(participants) if participants is not None else None
-        last_compensable = self.pivot_index if self.pivot_index is not None else len(self.steps)
-        for index, step in enumerate(self.steps):
+        for step in self.steps:
             if known is not None and step.participant not in known:
                 raise InvalidDefinitionError(
                     f"step {step.name!r} of saga {self.name!r} names unknown participant "
                     f"{step.participant!r} (known: {sorted(known)})"
                 )
-            if index < last_compensable and not (step.compensation and step.build_compensation):
+            if (step.compensation is None) != (step.build_compensation is None):
                 raise InvalidDefinitionError(
-                    f"step {step.name!r} of saga {self.name!r} runs before the pivot "
-                    "and needs a compensation"
+                    f"step {step.name!r} of saga {self.name!r} needs both a compensation "
+                    "and its payload builder, or neither (a read-only step or the pivot)"
+                )
+            if step.command == step.resolve_command or step.compensation == step.resolve_command:
+                raise InvalidDefinitionError(
+                    f"step {step.name!r} of saga {self.name!r}: {step.resolve_command!r} is "
+                    "the kit's own command"
                 )
 
     def _validate_groups(self) -> None:

@@ -34,6 +34,7 @@ class StepStatus(enum.StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     TIMED_OUT = "timed_out"
+    RESOLVING = "resolving"  # its outcome is unknown: the participant is asked what it did
     COMPENSATING = "compensating"
     COMPENSATED = "compensated"
 
@@ -52,7 +53,9 @@ class SagaMachine(StateChart[Any]):
     compensate = running.to(compensating) | failed.to(compensating)
     finish_compensation = compensating.to(compensated)
     fail = running.to(failed) | compensating.to(failed)
-    resume = failed.to(running)
+    # failed -> running: an operator's retry; compensating -> running: the pivot was found
+    # applied while the saga was being aborted, so it can only move forward
+    resume = failed.to(running) | compensating.to(running)
 
 
 class StepMachine(StateChart[Any]):
@@ -65,22 +68,30 @@ class StepMachine(StateChart[Any]):
     succeeded = State(value=StepStatus.SUCCEEDED.value)
     failed = State(value=StepStatus.FAILED.value)
     timed_out = State(value=StepStatus.TIMED_OUT.value)
+    resolving = State(value=StepStatus.RESOLVING.value)
     compensating = State(value=StepStatus.COMPENSATING.value)
     compensated = State(final=True, value=StepStatus.COMPENSATED.value)
 
     dispatch = pending.to(sent) | retry_wait.to(sent)
-    succeed = sent.to(succeeded) | retry_wait.to(succeeded) | timed_out.to(succeeded)
+    succeed = (
+        sent.to(succeeded)
+        | retry_wait.to(succeeded)
+        | timed_out.to(succeeded)
+        | resolving.to(succeeded)
+    )
     fail = sent.to(failed)
+    # resolving -> resolving asks again a participant that did not answer
+    resolve = (
+        sent.to(resolving)
+        | retry_wait.to(resolving)
+        | timed_out.to(resolving)
+        | resolving.to(resolving)
+    )
+    fence = resolving.to(failed)  # the participant will never apply it
     wait_retry = sent.to(retry_wait) | timed_out.to(retry_wait)
     time_out = sent.to(timed_out)
     # compensating -> compensating resends a compensation that failed or got no reply
-    compensate = (
-        succeeded.to(compensating)
-        | timed_out.to(compensating)
-        | sent.to(compensating)
-        | retry_wait.to(compensating)
-        | compensating.to(compensating)
-    )
+    compensate = succeeded.to(compensating) | compensating.to(compensating)
     finish_compensation = compensating.to(compensated)
     # an operator's retry of a step after the pivot that was lost
     redo = failed.to(pending) | timed_out.to(pending)

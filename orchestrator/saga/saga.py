@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orchestrator.saga import messages
-from orchestrator.saga.definition import PayloadBuilder, SagaDefinition, Step
+from orchestrator.saga.definition import PayloadBuilder, RetryPolicy, SagaDefinition, Step
 from orchestrator.saga.machine import (
     ACTIVE,
     SagaMachine,
@@ -25,12 +25,13 @@ from orchestrator.saga.machine import (
 
 EVENTS_CHANNEL = "events"
 
-# Steps whose action may have taken effect: a compensation must undo them. A step that was
-# never dispatched is not here, nor one whose participant answered a definite failure.
-UNCERTAIN_OR_DONE = frozenset(
-    {StepStatus.SUCCEEDED, StepStatus.SENT, StepStatus.RETRY_WAIT, StepStatus.TIMED_OUT}
-)
+# Steps whose action may or may not have taken effect. Nothing is compensated on such a
+# guess: the participant is asked first (resolve), and its answer decides.
 IN_FLIGHT = frozenset({StepStatus.SENT, StepStatus.RETRY_WAIT, StepStatus.TIMED_OUT})
+# How often a participant that does not answer a resolve is asked again: without end, since
+# compensating without its answer could leave an effect undone or undo one twice.
+RESOLVE_BACKOFF = RetryPolicy(max_attempts=1, initial_backoff_s=1.0, max_backoff_s=60.0)
+APPLIED, FENCED = "applied", "fenced"
 
 
 @dataclasses.dataclass(slots=True)
@@ -39,6 +40,7 @@ class StepState:
     status: StepStatus = StepStatus.PENDING
     attempt: int = 0
     compensation_attempt: int = 0
+    resolve_attempt: int = 0
     # Attempt numbers only grow, so that a reply to an attempt before an operator's retry is
     # recognised as stale; the retry budget counts from these.
     retry_base: int = 0
@@ -187,6 +189,8 @@ def handle_reply(
         _on_action_reply(decision, step, state, reply)
     elif reply.replied_command_type == step.compensation:
         _on_compensation_reply(decision, step, state, reply)
+    elif reply.replied_command_type == step.resolve_command:
+        _on_resolution(decision, step, state, reply)
     else:
         _ignore(decision, reply, f"{reply.message_type!r} answers no command of this step")
     return decision
@@ -213,6 +217,14 @@ def _on_action_reply(
     decision: Decision, step: Step, state: StepState, reply: messages.Message
 ) -> None:
     outcome = reply.outcome
+    if state.status is StepStatus.RESOLVING:
+        if outcome is not messages.Outcome.SUCCESS:
+            # only the resolve's answer says whether an attempt may still apply
+            _ignore(decision, reply, "step is resolving; its answer decides", "late_reply")
+            return
+        _record_reply(decision, reply)
+        _resolved_applied(decision, step, state, dict(reply.data), reply.message_id)
+        return
     current = reply.attempt == state.attempt and state.status is StepStatus.SENT
     # A success from an earlier attempt is still a success: the participant applied it once.
     late_success = outcome is messages.Outcome.SUCCESS and state.status in IN_FLIGHT
@@ -267,6 +279,17 @@ def _on_compensation_reply(
 
 def _on_deadline(decision: Decision, step: Step, state: StepState) -> None:
     state.deadline = None
+    if state.status is StepStatus.RESOLVING:
+        seed = f"{decision.saga.id}:{step.name}:r"
+        delay = RESOLVE_BACKOFF.backoff_s(state.resolve_attempt, seed)
+        state.next_attempt_at = decision.now + timedelta(seconds=delay)
+        decision.note(
+            "resolve_unanswered",
+            step.name,
+            attempt=state.resolve_attempt,
+            again_at=state.next_attempt_at.isoformat(),
+        )
+        return
     if state.status is StepStatus.COMPENSATING:
         error = {"code": "timeout", "message": "no reply to the compensation in time"}
         decision.note("compensation_timed_out", step.name, attempt=state.compensation_attempt)
@@ -279,13 +302,20 @@ def _on_deadline(decision: Decision, step: Step, state: StepState) -> None:
         state.move("wait_retry")
         _schedule_retry(decision, step, state)
         return
-    _on_step_lost(decision, step, None, {**state.error, "cause": "retries exhausted"})
+    if pivot_passed(decision):
+        # nothing is compensated after the pivot: an operator's retry sends it again, and
+        # the participant's ledger answers a repeat with what it did
+        _on_step_lost(decision, step, None, {**state.error, "cause": "retries exhausted"})
+        return
+    ask_resolution(decision, step, state, None)
 
 
 def _on_retry_time(decision: Decision, step: Step, state: StepState) -> None:
     state.next_attempt_at = None
     if state.status is StepStatus.COMPENSATING:
         dispatch_compensation(decision, step, state, None)
+    elif state.status is StepStatus.RESOLVING:
+        ask_resolution(decision, step, state, None)
     elif state.status is StepStatus.RETRY_WAIT and decision.saga.status is SagaStatus.RUNNING:
         _dispatch(decision, step, state, None)
 
@@ -344,20 +374,77 @@ def _on_step_lost(
 
 
 def compensate_next(decision: Decision, causation_id: str | None) -> None:
-    """Compensate the latest step that may have taken effect; finish when none is left."""
+    """Compensate the latest step that took effect, once every later step whose outcome
+    was unknown is resolved; finish when none is left."""
     saga = decision.saga
     if saga.status is not SagaStatus.COMPENSATING:
         return
-    if any(s.status is StepStatus.COMPENSATING for s in saga.steps.values()):
-        return  # one compensation at a time, in reverse order
+    if any(s.status in _AWAITED for s in saga.steps.values()):
+        return  # one at a time, in reverse order
     for step in reversed(decision.definition.steps):
         state = saga.steps[step.name]
-        if state.status in UNCERTAIN_OR_DONE and step.compensation:
+        if state.status in IN_FLIGHT:
+            ask_resolution(decision, step, state, causation_id)
+            return
+        if state.status is StepStatus.SUCCEEDED and step.compensation:
             dispatch_compensation(decision, step, state, causation_id)
             return
     saga.move("finish_compensation")
     decision.note("saga_compensated")
     decision.emit("saga.compensated", causation_id)
+
+
+_AWAITED = frozenset({StepStatus.COMPENSATING, StepStatus.RESOLVING})
+
+
+def _on_resolution(
+    decision: Decision, step: Step, state: StepState, reply: messages.Message
+) -> None:
+    """The participant's answer to a resolve: the action was applied (with its stored
+    result) or is fenced, never to apply."""
+    if state.status is not StepStatus.RESOLVING:
+        _ignore(decision, reply, f"step is {state.status.value}, not resolving", "late_reply")
+        return
+    success = reply.outcome is messages.Outcome.SUCCESS
+    resolution = reply.data.get("resolution") if success else None
+    if resolution not in (APPLIED, FENCED):
+        _ignore(decision, reply, "the participant did not resolve the step; asked again later")
+        return
+    _record_reply(decision, reply)
+    result = reply.data.get("result")
+    if resolution == APPLIED:
+        stored = dict(result) if isinstance(result, Mapping) else {}
+        _resolved_applied(decision, step, state, stored, reply.message_id)
+        return
+    state.deadline = state.next_attempt_at = None
+    state.move("fence")
+    state.error = {"code": "fenced", "message": "not applied; the participant will never apply it"}
+    decision.note("step_fenced", step.name, attempt=state.attempt)
+    _on_step_lost(decision, step, reply.message_id, state.error)
+
+
+def _resolved_applied(
+    decision: Decision,
+    step: Step,
+    state: StepState,
+    result: dict[str, Any],
+    causation_id: str | None,
+) -> None:
+    """The action took effect: the saga goes on as if its reply had come in time. A pivot
+    found applied during an abort overrules the abort: the saga can only move forward."""
+    state.deadline = state.next_attempt_at = None
+    state.move("succeed")
+    state.result, state.error = result, None
+    decision.saga.context.update(result)
+    decision.note("step_succeeded", step.name, resolved=True)
+    saga = decision.saga
+    if saga.status is SagaStatus.COMPENSATING and step.pivot:
+        saga.move("resume")
+        decision.note("abort_overruled", step.name, reason="the pivot was applied")
+    if saga.status is SagaStatus.RUNNING:
+        advance(decision, causation_id)
+    else:
+        compensate_next(decision, causation_id)
 
 
 def _compensation_failed(
@@ -403,6 +490,27 @@ def _dispatch(decision: Decision, step: Step, state: StepState, causation_id: st
     state.deadline = decision.now + timedelta(seconds=step.timeout_s)
     state.next_attempt_at = None
     _send(decision, "command_sent", step, step.command, step.build, state.attempt, causation_id)
+
+
+def ask_resolution(
+    decision: Decision, step: Step, state: StepState, causation_id: str | None
+) -> None:
+    """Ask the participant what became of the step's action; its kit fences the action if
+    it was not applied, so the answer cannot change afterwards."""
+    state.move("resolve")
+    state.resolve_attempt += 1
+    state.deadline = decision.now + timedelta(seconds=step.timeout_s)
+    state.next_attempt_at = None
+    attempt = state.attempt
+    _send(
+        decision,
+        "resolve_sent",
+        step,
+        step.resolve_command,
+        lambda _input, _context: {"command": step.command, "attempt": attempt},
+        state.resolve_attempt,
+        causation_id,
+    )
 
 
 def dispatch_compensation(

@@ -5,14 +5,14 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator.saga.errors import InvalidQueryError
-from orchestrator.saga.machine import TERMINAL, SagaStatus
+from orchestrator.saga.machine import ACTIVE, TERMINAL, SagaStatus, StepStatus
 from orchestrator.store.tables import outbox, saga, saga_step, saga_timeline
 
 NOT_TERMINAL = tuple(sorted(s.value for s in SagaStatus if s not in TERMINAL))
@@ -30,11 +30,17 @@ class SagaFilter:
     created_before: datetime | None = None
     updated_before: datetime | None = None
     parked: bool | None = None
+    overdue: bool | None = None
+    resolving: bool | None = None
 
 
 class SqlSagaReader:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """`overdue_after_s`: how long after its wake time a saga no worker has claimed counts
+    as overdue; well above the timers' interval, so a saga being handled never does."""
+
+    def __init__(self, engine: AsyncEngine, overdue_after_s: float = 60.0) -> None:
         self._engine = engine
+        self._overdue_after_s = overdue_after_s
 
     async def saga_view(self, saga_id: str, timeline_limit: int = 1000) -> dict[str, Any] | None:
         """The saga, its steps and its timeline as of one moment (one snapshot)."""
@@ -82,6 +88,11 @@ class SqlSagaReader:
             query = query.where(
                 saga.c.parked_at.is_not(None) if where.parked else saga.c.parked_at.is_(None)
             )
+        if where.overdue is not None:
+            overdue = self._overdue()
+            query = query.where(overdue if where.overdue else sa.not_(overdue))
+        if where.resolving is not None:
+            query = query.where(_RESOLVING if where.resolving else sa.not_(_RESOLVING))
         if cursor:
             created_at, saga_id = _decode_cursor(cursor)
             query = query.where(sa.tuple_(saga.c.created_at, saga.c.id) < (created_at, saga_id))
@@ -128,11 +139,24 @@ class SqlSagaReader:
             parked_rows = await conn.scalar(
                 sa.select(sa.func.count()).where(outbox.c.parked_at.is_not(None))
             )
+            overdue = await conn.execute(
+                sa.select(saga.c.type, sa.func.count())
+                .where(self._overdue())
+                .group_by(saga.c.type)
+            )
+            resolving = await conn.execute(
+                sa.select(saga.c.type, saga_step.c.name, sa.func.count())
+                .join(saga_step, saga_step.c.saga_id == saga.c.id)
+                .where(saga_step.c.status == StepStatus.RESOLVING.value)
+                .group_by(saga.c.type, saga_step.c.name)
+            )
         by_status: dict[str, int] = {}
         by_type: dict[str, dict[str, int]] = {}
         for saga_type, status, n in counts:
             by_status[status] = by_status.get(status, 0) + n
             by_type.setdefault(saga_type, {})[status] = n
+        overdue_by_type: dict[str, int] = dict(overdue.all())
+        resolving_by_step = {f"{t}.{step}": n for t, step, n in resolving}
         return {
             "by_status": by_status,
             "by_type": by_type,
@@ -143,11 +167,38 @@ class SqlSagaReader:
             "outbox_oldest_unpublished_at": backlog[1],
             "parked": parked or 0,
             "outbox_parked": parked_rows or 0,
+            "overdue": {
+                "total": sum(overdue_by_type.values()),
+                "by_type": overdue_by_type,
+                "after_s": self._overdue_after_s,
+            },
+            "resolving": {
+                "total": sum(resolving_by_step.values()),
+                "by_step": resolving_by_step,
+            },
         }
 
     async def ping(self) -> None:
         async with self._engine.connect() as conn:
             await conn.execute(sa.text("SELECT 1"))
+
+    def _overdue(self) -> sa.ColumnElement[bool]:
+        """Active, not parked, and due longer than `overdue_after_s` by the database's clock:
+        no running worker has the saga's definition (or none runs). Never NULL, so that its
+        negation holds every other saga."""
+        after = sa.literal(timedelta(seconds=self._overdue_after_s), sa.Interval())
+        return sa.and_(
+            saga.c.status.in_(sorted(s.value for s in ACTIVE)),
+            saga.c.parked_at.is_(None),
+            saga.c.wake_at.is_not(None),
+            saga.c.wake_at < sa.func.now() - after,
+        )
+
+
+# A step's outcome is unknown and its participant has not said yet what it did.
+_RESOLVING = sa.exists().where(
+    saga_step.c.saga_id == saga.c.id, saga_step.c.status == StepStatus.RESOLVING.value
+)
 
 
 async def _timeline(
@@ -194,6 +245,7 @@ def _step(row: sa.RowMapping) -> dict[str, Any]:
         "status": row["status"],
         "attempt": row["attempt"],
         "compensation_attempt": row["compensation_attempt"],
+        "resolve_attempt": row["resolve_attempt"],
         "deadline": row["deadline"],
         "next_attempt_at": row["next_attempt_at"],
         "result": row["result"],

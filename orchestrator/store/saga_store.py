@@ -83,17 +83,12 @@ class SqlSagaStore:
                 self._now = _CLOCK.learn(db_now)
         return self._now
 
-    async def claim_due(
-        self, limit: int, known: Sequence[tuple[str, int]], orphaned_after_s: float
-    ) -> list[str]:
-        """Lock sagas whose wake time has come by the database's clock, skipping those locked
-        elsewhere and those parked for an operator (their wake time is cleared)."""
-        params = {
-            "limit": limit,
-            "types": [t for t, _ in known],
-            "versions": [v for _, v in known],
-            "orphaned_after_s": orphaned_after_s,
-        }
+    async def claim_due(self, limit: int, known: Sequence[tuple[str, int]]) -> list[str]:
+        """Lock sagas of the known (type, version) pairs whose wake time has come by the
+        database's clock, skipping those locked elsewhere and those parked for an operator
+        (their wake time is cleared)."""
+        types, versions = [t for t, _ in known], [v for _, v in known]
+        params = {"limit": limit, "types": types, "versions": versions}
         return [r[0] for r in await self._rows(_CLAIM_DUE, params)]
 
     async def next_wake(self, known: Sequence[tuple[str, int]]) -> datetime | None:
@@ -323,8 +318,8 @@ _LOAD = """
 """
 _LOAD_FOR_UPDATE = _LOAD + " FOR UPDATE"
 _LOAD_STEPS = """
-    SELECT saga_id::text, name, status, attempt, compensation_attempt, retry_base,
-           compensation_base, deadline, next_attempt_at, result, error
+    SELECT saga_id::text, name, status, attempt, compensation_attempt, resolve_attempt,
+           retry_base, compensation_base, deadline, next_attempt_at, result, error
     FROM saga_step WHERE saga_id = ANY(%(ids)s::uuid[]) ORDER BY saga_id, position
 """
 _BY_KEY = "SELECT id::text, request_hash FROM saga WHERE idempotency_key = %(key)s"
@@ -358,15 +353,14 @@ class _DatabaseClock:
 
 
 _CLOCK = _DatabaseClock()
-# A worker claims the sagas whose definition it has; one overdue by `orphaned_after_s` (no
-# worker has decided it: its definition may be gone everywhere) it claims whatever the type.
+# A worker claims only the sagas whose definition it has: however late, another's saga is
+# left to the worker that has its definition (the api counts it overdue meanwhile).
 _CLAIM_DUE = as_psycopg(
     """
     SELECT id::text FROM saga
     WHERE wake_at <= now()
-      AND ((type, definition_version) IN
-               (SELECT * FROM unnest(CAST(:types AS text[]), CAST(:versions AS int[])))
-           OR wake_at < now() - make_interval(secs => :orphaned_after_s))
+      AND (type, definition_version) IN
+          (SELECT * FROM unnest(CAST(:types AS text[]), CAST(:versions AS int[])))
     ORDER BY wake_at
     LIMIT :limit
     FOR UPDATE SKIP LOCKED
@@ -386,6 +380,7 @@ _STEP_MUTABLE = (
     "status",
     "attempt",
     "compensation_attempt",
+    "resolve_attempt",
     "retry_base",
     "compensation_base",
     "deadline",
@@ -425,6 +420,7 @@ _STEP_COLUMNS = {
     "status": "text",
     "attempt": "int",
     "compensation_attempt": "int",
+    "resolve_attempt": "int",
     "retry_base": "int",
     "compensation_base": "int",
     "deadline": "timestamptz",
@@ -557,6 +553,7 @@ def _step_row(saga_id: str, position: int, step: StepState, now: datetime) -> di
         "status": step.status.value,
         "attempt": step.attempt,
         "compensation_attempt": step.compensation_attempt,
+        "resolve_attempt": step.resolve_attempt,
         "retry_base": step.retry_base,
         "compensation_base": step.compensation_base,
         "deadline": step.deadline,
@@ -573,6 +570,7 @@ def _step_state(row: dict[str, Any]) -> StepState:
         status=StepStatus(row["status"]),
         attempt=row["attempt"],
         compensation_attempt=row["compensation_attempt"],
+        resolve_attempt=row["resolve_attempt"],
         retry_base=row["retry_base"],
         compensation_base=row["compensation_base"],
         deadline=row["deadline"],

@@ -64,6 +64,7 @@ saga_step = sa.Table(
     sa.Column("status", sa.Text, nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("compensation_attempt", sa.Integer, nullable=False),
+    sa.Column("resolve_attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
     # Attempts before these were spent before an operator's retry: the budget counts from here.
     sa.Column("retry_base", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("compensation_base", sa.Integer, nullable=False, server_default=sa.text("0")),

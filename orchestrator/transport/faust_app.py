@@ -21,6 +21,8 @@ from orchestrator.transport.loop import ConsumerLoop
 
 log = structlog.get_logger(__name__)
 
+ReadyCheck = Callable[[], Awaitable[None]]
+
 
 def serve(
     settings: Settings,
@@ -30,10 +32,12 @@ def serve(
     *,
     tasks: Sequence[Callable[[], Awaitable[None]]] = (),
     web_port: int = 0,
+    ready_checks: Sequence[ReadyCheck] = (),
 ) -> None:
     """Run the consumer loops and `tasks` until SIGTERM or SIGINT, then stop the loops (the
-    batches in hand finish and commit) and run `on_stop`."""
-    app = _create_app(settings, app_id, loops, web_port)
+    batches in hand finish and commit) and run `on_stop`. /readyz also runs each of
+    `ready_checks`: one that raises makes the process not ready, with its message."""
+    app = _create_app(settings, app_id, loops, web_port, ready_checks)
     for task in tasks:
         app.task(task)
 
@@ -47,7 +51,11 @@ def serve(
 
 
 def _create_app(
-    settings: Settings, app_id: str, loops: Sequence[ConsumerLoop], web_port: int
+    settings: Settings,
+    app_id: str,
+    loops: Sequence[ConsumerLoop],
+    web_port: int,
+    ready_checks: Sequence[ReadyCheck] = (),
 ) -> faust.App:
     """The faust app: the process's lifecycle, its signals and, with a `web_port`, its
     /healthz, /readyz and /metrics. It runs each consumer loop as a task; faust's own
@@ -71,7 +79,7 @@ def _create_app(
     for loop in loops:
         _run_as_task(app, loop)
     if web_port:
-        _add_probes(app, loops)
+        _add_probes(app, loops, ready_checks)
     return app
 
 
@@ -83,17 +91,26 @@ def _run_as_task(app: faust.App, loop: ConsumerLoop) -> None:
     app.task(consume)
 
 
-def _add_probes(app: faust.App, loops: Sequence[ConsumerLoop]) -> None:
+def _add_probes(
+    app: faust.App, loops: Sequence[ConsumerLoop], ready_checks: Sequence[ReadyCheck]
+) -> None:
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
         return web.json({"status": "ok"})
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
-        """Ready once every consumer holds partitions: it is taking part in its group."""
+        """Ready once every consumer holds partitions (it is taking part in its group) and
+        every check passes."""
         assigned = sum(len(loop.assignment()) for loop in loops)
         ready = all(loop.assignment() for loop in loops)
-        body = {"status": "ready" if ready else "waiting", "partitions": assigned}
+        body: dict[str, Any] = {"status": "ready" if ready else "waiting", "partitions": assigned}
+        for check in ready_checks:
+            try:
+                await check()
+            except Exception as exc:  # the reason is the answer
+                ready = False
+                body.update(status="waiting", reason=str(exc) or type(exc).__name__)
         return web.json(body, status=200 if ready else 503)
 
     @app.page("/metrics")

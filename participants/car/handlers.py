@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from participants.car.tables import booking, inbox, ledger
@@ -17,4 +18,6 @@ def refuse(payload: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-PARTICIPANT = booking_participant("car", booking, inbox, ledger, refuse)
+PARTICIPANT = booking_participant(
+    "car", booking, inbox, ledger, refuse, migrations=Path(__file__).parent / "migrations"
+)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert
@@ -57,10 +60,15 @@ async def reserve(conn: AsyncConnection, command: messages.Message) -> Result:
     return succeeded(reservationId=command.saga_id)
 
 
-async def release(conn: AsyncConnection, command: messages.Message) -> Result:
+async def release(
+    conn: AsyncConnection, command: messages.Message, applied: Mapping[str, Any]
+) -> Result:
     held = await conn.execute(
         reservation.update()
-        .where(reservation.c.saga_id == command.saga_id, reservation.c.status == "reserved")
+        .where(
+            reservation.c.saga_id == applied["reservationId"],
+            reservation.c.status == "reserved",
+        )
         .values(status="released")
         .returning(reservation.c.sku, reservation.c.quantity)
     )
@@ -84,6 +92,7 @@ async def restock(conn: AsyncConnection, sku: str, quantity: int) -> None:
 
 PARTICIPANT = Participant(
     name="inventory",
+    migrations=Path(__file__).parent / "migrations",
     inbox=inbox,
     ledger=ledger,
     actions={"inventory.reserve": reserve},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,7 +42,12 @@ def booking_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table, sa.Table]
 
 
 def booking_participant(
-    name: str, booking: sa.Table, inbox: sa.Table, ledger: sa.Table, refuse: Refusal
+    name: str,
+    booking: sa.Table,
+    inbox: sa.Table,
+    ledger: sa.Table,
+    refuse: Refusal,
+    migrations: Path | None = None,
 ) -> Participant:
     """Handles `<name>.book` and its compensation `<name>.cancel`."""
 
@@ -61,10 +67,12 @@ def booking_participant(
         )
         return succeeded(**{f"{name}BookingId": booking_id})
 
-    async def cancel(conn: AsyncConnection, command: messages.Message) -> Result:
+    async def cancel(
+        conn: AsyncConnection, command: messages.Message, applied: Mapping[str, Any]
+    ) -> Result:
         await conn.execute(
             booking.update()
-            .where(booking.c.saga_id == command.saga_id, booking.c.status == "booked")
+            .where(booking.c.id == applied[f"{name}BookingId"], booking.c.status == "booked")
             .values(status="cancelled")
         )
         return succeeded()
@@ -75,4 +83,5 @@ def booking_participant(
         ledger=ledger,
         actions={f"{name}.book": book},
         compensations={f"{name}.cancel": cancel},
+        migrations=migrations,
     )

@@ -1,20 +1,28 @@
 """A participant: handlers for its commands, applied once each, answered with a reply.
 
-The three anomalies are handled here, not in every handler:
+The anomalies are handled here, not in every handler:
 - a repeated command gets the stored reply and is not applied again (inbox);
 - a compensation of a step that never ran succeeds and leaves a tombstone (empty compensation);
-- an action arriving after its own compensation is refused because of the tombstone (hanging).
+- an action arriving after its own compensation is refused because of the tombstone (hanging);
+- `<name>.resolve`, sent when the orchestrator does not know whether an action took effect,
+  is answered from the step ledger: `applied` with the action's stored result, or `fenced`,
+  after leaving a tombstone so that the action can never apply afterwards;
+- a compensation handler gets the result its action stored, whether or not the orchestrator
+  ever saw the action's reply.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 import structlog
+from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -27,6 +35,17 @@ from orchestrator.store.saga_store import as_psycopg
 from orchestrator.transport.producer import Publisher, Record
 
 log = structlog.get_logger(__name__)
+
+COMMANDS_APPLIED = Counter(
+    "saga_participant_commands_total",
+    "Commands a participant applied (or fenced, or resolved), by outcome",
+    ["participant", "command", "outcome"],
+)
+COMMANDS_REPEATED = Counter(
+    "saga_participant_repeats_total",
+    "Repeated commands answered from the inbox without applying them again",
+    ["participant", "command"],
+)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -51,6 +70,11 @@ def retryable(code: str, message: str) -> Result:
 
 
 Handler = Callable[[AsyncConnection, messages.Message], Awaitable[Result]]
+# A compensation also gets what its action stored in the ledger (the action's result data).
+CompensationHandler = Callable[
+    [AsyncConnection, messages.Message, Mapping[str, Any]], Awaitable[Result]
+]
+APPLIED, FENCED = "applied", "fenced"
 
 
 class UnknownCommandError(OrchestratorError):
@@ -63,12 +87,27 @@ class Participant:
     inbox: sa.Table
     ledger: sa.Table
     actions: Mapping[str, Handler]
-    compensations: Mapping[str, Handler]
+    compensations: Mapping[str, CompensationHandler]
     contracts: Contracts = dataclasses.field(default_factory=Contracts)
     reads: Mapping[str, int] = dataclasses.field(default_factory=dict)  # type -> version known
+    # The participant's own Alembic scripts (`participants migrate NAME` applies them).
+    migrations: Path | None = None
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding the participant's tables, its inbox and ledger."""
+        return self.inbox.schema or "public"
+
+    @property
+    def resolve_command(self) -> str:
+        return f"{self.name}.resolve"
 
     def handles(self, command_type: str) -> bool:
-        return command_type in self.actions or command_type in self.compensations
+        return (
+            command_type in self.actions
+            or command_type in self.compensations
+            or command_type == self.resolve_command
+        )
 
 
 @dataclasses.dataclass
@@ -94,9 +133,24 @@ class _Batch:
         }
 
 
+class Transactions(Protocol):
+    """Where the processor runs its transactions: an AsyncEngine, or the test kit's
+    savepoints inside one transaction that is rolled back."""
+
+    def begin(self) -> AbstractAsyncContextManager[AsyncConnection]: ...
+
+
+class Replies(Protocol):
+    async def publish(self, records: Sequence[Record]) -> None: ...
+
+
 class CommandProcessor:
     def __init__(
-        self, participant: Participant, engine: AsyncEngine, publisher: Publisher, replies: str
+        self,
+        participant: Participant,
+        engine: AsyncEngine | Transactions,
+        publisher: Publisher | Replies,
+        replies: str,
     ) -> None:
         self._p = participant
         self._engine = engine
@@ -199,6 +253,7 @@ class CommandProcessor:
         for command in commands:
             stored = batch.answered.get(command.message_id)
             if stored is not None:
+                COMMANDS_REPEATED.labels(self._p.name, command.message_type).inc()
                 log.info("duplicate_command_answered_from_inbox", message_id=command.message_id)
                 replies.append((codec.decode(stored), stored))
                 continue
@@ -234,8 +289,11 @@ class CommandProcessor:
         state, data = batch.ledger.get((command.saga_id, command.step), (None, None))
         if command.message_type in self._p.actions:
             result = await self._apply_action(conn, batch, command, state, data)
+        elif command.message_type == self._p.resolve_command:
+            result = _resolve(batch, command, state, data)
         else:
-            result = await self._apply_compensation(conn, batch, command, state)
+            result = await self._apply_compensation(conn, batch, command, state, data)
+        COMMANDS_APPLIED.labels(self._p.name, command.message_type, result.outcome.value).inc()
         log.debug(
             "command_applied",
             participant=self._p.name,
@@ -261,19 +319,25 @@ class CommandProcessor:
         state: str | None,
         data: Any,
     ) -> Result:
-        if state in ("tombstone", "compensated"):
+        if state == "tombstone":
+            return refused("fenced", "the step was fenced or compensated first; not applied")
+        if state == "compensated":
             return refused("compensated", "the step was already compensated; not applied")
         if state == "applied":
             return succeeded(**(data or {}))
-        result = await self._run_handler(
-            conn, batch, self._p.actions[command.message_type], command
-        )
+        action = self._p.actions[command.message_type]
+        result = await self._run_handler(conn, batch, lambda c, m: action(c, m), command)
         if result.outcome is messages.Outcome.SUCCESS:
             batch.set_state(command, "applied", dict(result.data))
         return result
 
     async def _apply_compensation(
-        self, conn: AsyncConnection, batch: _Batch, command: messages.Message, state: str | None
+        self,
+        conn: AsyncConnection,
+        batch: _Batch,
+        command: messages.Message,
+        state: str | None,
+        data: Any,
     ) -> Result:
         if state is None:
             batch.set_state(command, "tombstone", None)
@@ -282,8 +346,11 @@ class CommandProcessor:
             return succeeded()
         if _expired(command):
             return _EXPIRED
-        handler = self._p.compensations[command.message_type]
-        result = await self._run_handler(conn, batch, handler, command)
+        compensation = self._p.compensations[command.message_type]
+        applied: Mapping[str, Any] = dict(data or {})
+        result = await self._run_handler(
+            conn, batch, lambda c, m: compensation(c, m, applied), command
+        )
         if result.outcome is messages.Outcome.SUCCESS:
             batch.set_state(command, "compensated", None)
         return result
@@ -325,6 +392,15 @@ class CommandProcessor:
         if batch.optimistic and result.outcome is not messages.Outcome.SUCCESS:
             raise _Undo(command, result)
         return result
+
+
+def _resolve(batch: _Batch, command: messages.Message, state: str | None, data: Any) -> Result:
+    """What became of the step's action: applied (its stored result) or fenced for good."""
+    if state == "applied":
+        return succeeded(resolution=APPLIED, result=dict(data or {}))
+    if state is None:
+        batch.set_state(command, "tombstone", None)
+    return succeeded(resolution=FENCED, compensated=state == "compensated")
 
 
 class _Undo(Exception):

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from decimal import Decimal
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -53,11 +56,13 @@ def make_participant(settings: Settings) -> Participant:
         )
         return succeeded(chargeId=charge_id)
 
-    async def refund_charge(conn: AsyncConnection, command: messages.Message) -> Result:
+    async def refund_charge(
+        conn: AsyncConnection, command: messages.Message, applied: Mapping[str, Any]
+    ) -> Result:
         captured = (
             await conn.execute(
                 charge.update()
-                .where(charge.c.saga_id == command.saga_id, charge.c.status == "captured")
+                .where(charge.c.id == applied["chargeId"], charge.c.status == "captured")
                 .values(status="refunded")
                 .returning(charge.c.id, charge.c.amount)
             )
@@ -78,6 +83,7 @@ def make_participant(settings: Settings) -> Participant:
         compensations={"payment.refund": refund_charge},
         contracts=CONTRACTS,
         reads={"payment.charge": 2},
+        migrations=Path(__file__).parent / "migrations",
     )
 
 

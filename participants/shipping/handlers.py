@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -43,10 +46,12 @@ async def create(conn: AsyncConnection, command: messages.Message) -> Result:
     return succeeded(shipmentId=shipment_id)
 
 
-async def cancel(conn: AsyncConnection, command: messages.Message) -> Result:
+async def cancel(
+    conn: AsyncConnection, command: messages.Message, applied: Mapping[str, Any]
+) -> Result:
     await conn.execute(
         shipment.update()
-        .where(shipment.c.saga_id == command.saga_id, shipment.c.status == "created")
+        .where(shipment.c.id == applied["shipmentId"], shipment.c.status == "created")
         .values(status="cancelled")
     )
     return succeeded()
@@ -54,6 +59,7 @@ async def cancel(conn: AsyncConnection, command: messages.Message) -> Result:
 
 PARTICIPANT = Participant(
     name="shipping",
+    migrations=Path(__file__).parent / "migrations",
     inbox=inbox,
     ledger=ledger,
     actions={"shipping.create": create},

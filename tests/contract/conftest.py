@@ -10,9 +10,9 @@ import psycopg
 import pytest
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from orchestrator.store import migrate
 from orchestrator.store.unit_of_work import create_engine
 from tests.conftest import service_urls
+from tests.schemas import migrate_all
 
 TABLES = "saga, saga_step, saga_timeline, outbox, processed_message"
 
@@ -26,7 +26,7 @@ def migrated_database() -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = database_url.rsplit("/", 1)[0] + "/" + name
     try:
-        migrate.upgrade(url)
+        migrate_all(url)
         yield url
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:

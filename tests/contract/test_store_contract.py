@@ -357,23 +357,22 @@ async def test_claim_due_returns_the_sagas_due_of_known_types(backend: Backend) 
         due = waking_at(now - timedelta(seconds=30))
         due_later = waking_at(now - timedelta(seconds=10))
         not_yet = waking_at(now + timedelta(seconds=30))
-        unknown_overdue = waking_at(now - timedelta(seconds=600), "retired")
+        unknown_overdue = waking_at(now - timedelta(days=30), "retired")
         unknown_due = waking_at(now - timedelta(seconds=30), "retired")
-        other_version = waking_at(now - timedelta(seconds=30))
+        other_version = waking_at(now - timedelta(days=30))
         other_version.definition_version = 2
         sagas = [due, due_later, not_yet, unknown_overdue, unknown_due, other_version]
         await store.insert_many([(s, None) for s in sagas], now)
 
     async with backend.transaction() as store:
-        claimed = await store.claim_due(10, KNOWN, orphaned_after_s=300)
-        assert claimed == [unknown_overdue.id, due.id, due_later.id]  # by wake time
+        assert await store.claim_due(10, KNOWN) == [due.id, due_later.id]  # by wake time
     async with backend.transaction() as store:
-        assert await store.claim_due(1, KNOWN, orphaned_after_s=300) == [unknown_overdue.id]
+        assert await store.claim_due(1, KNOWN) == [due.id]
+    async with backend.transaction() as store:  # however late, only by their own workers
+        assert await store.claim_due(10, [("retired", 1)]) == [unknown_overdue.id, unknown_due.id]
+        assert await store.claim_due(10, [("order", 2)]) == [other_version.id]
     async with backend.transaction() as store:
-        assert await store.claim_due(10, KNOWN, orphaned_after_s=3600) == [due.id, due_later.id]
-    async with backend.transaction() as store:
-        every_overdue = await store.claim_due(10, [], orphaned_after_s=20)
-        assert set(every_overdue) == {unknown_overdue.id, due.id, unknown_due.id, other_version.id}
+        assert await store.claim_due(10, []) == []
 
 
 async def test_claim_due_skips_sagas_locked_by_another_transaction(backend: Backend) -> None:
@@ -383,12 +382,12 @@ async def test_claim_due_skips_sagas_locked_by_another_transaction(backend: Back
         await store.insert_many([(s, None) for s in (first, second, third)], now)
 
     async with backend.transaction() as timer:
-        assert await timer.claim_due(1, KNOWN, orphaned_after_s=300) == [first.id]
+        assert await timer.claim_due(1, KNOWN) == [first.id]
         await timer.load_many([third.id], for_update=True)
         async with backend.transaction() as other_timer:
-            assert await other_timer.claim_due(10, KNOWN, orphaned_after_s=300) == [second.id]
+            assert await other_timer.claim_due(10, KNOWN) == [second.id]
     async with backend.transaction() as store:  # the locks went with the transactions
-        assert await store.claim_due(10, KNOWN, 300) == [first.id, second.id, third.id]
+        assert await store.claim_due(10, KNOWN) == [first.id, second.id, third.id]
 
 
 async def test_claim_due_skips_sagas_without_a_wake_time(backend: Backend) -> None:
@@ -402,7 +401,7 @@ async def test_claim_due_skips_sagas_without_a_wake_time(backend: Backend) -> No
         assert (parked.wake_at, done.wake_at) == (None, None)
 
     async with backend.transaction() as store:
-        assert await store.claim_due(10, KNOWN, orphaned_after_s=0) == []
+        assert await store.claim_due(10, KNOWN) == []
         assert await store.next_wake(KNOWN) is None
 
 
@@ -428,7 +427,7 @@ async def test_now_is_one_time_for_the_whole_transaction(backend: Backend) -> No
     async with backend.transaction() as store:
         now = await store.now()
         await store.load_many([decision.saga.id], for_update=True)
-        await store.claim_due(10, KNOWN, 0)
+        await store.claim_due(10, KNOWN)
         assert await store.now() == now
 
 

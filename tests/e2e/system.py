@@ -19,8 +19,8 @@ import httpx
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
 
-from orchestrator.store import migrate
 from participants import registry
+from tests.schemas import migrate_all
 
 FINAL = {"completed", "compensated", "failed"}
 OPERATOR_TOKEN = "operator-token-for-tests"
@@ -92,7 +92,7 @@ class System:
     def create_database(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'CREATE DATABASE "{self.db_name}"')
-        migrate.upgrade(self.database_url)
+        migrate_all(self.database_url)
 
     def drop_database(self) -> None:
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
@@ -114,7 +114,7 @@ class System:
     def start_all(self, participants: list[str] | None = None) -> None:
         self.start("api", "orchestrator", "api")
         self.start("worker", "orchestrator", "worker")
-        for participant in registry.names() if participants is None else participants:
+        for participant in registry.shipped_names() if participants is None else participants:
             self.start(participant, "participants", "worker", participant)
         wait_for(self._api_healthy, 30, "the api to answer /readyz")
         wait_for(self._worker_ready, 60, "the worker to join its consumer group")

@@ -96,9 +96,37 @@ async def test_an_empty_compensation_succeeds_and_the_late_action_is_refused(
     assert released.outcome is messages.Outcome.SUCCESS
     assert released.data == {"empty": True}
     assert late.outcome is messages.Outcome.FAILURE
-    assert late.error["code"] == "compensated"
+    assert late.error["code"] == "fenced"
     assert stock(system, sku) == 10  # no hanging reservation
     assert (
         system.scalar("SELECT state FROM inventory.step_ledger WHERE saga_id = %s", saga_id)
         == "tombstone"
     )
+
+
+async def test_a_resolve_answers_from_the_ledger_and_fences_an_action_not_applied(
+    system: System,
+) -> None:
+    sku = new_sku(system, 10)
+    applied, fenced = messages.new_id(), messages.new_id()
+    resolve_applied = command(applied, "inventory.resolve", {"command": "inventory.reserve"})
+    resolve_fenced = command(fenced, "inventory.resolve", {"command": "inventory.reserve"})
+
+    replies = await exchange(
+        system,
+        [reserve(applied, sku), resolve_applied, resolve_fenced, reserve(fenced, sku)],
+        replies=4,
+    )
+
+    by_type = {(r.saga_id, r.message_type): r for r in replies}
+    reserved = by_type[applied, "inventory.reserve.reply"]
+    assert by_type[applied, "inventory.resolve.reply"].data == {
+        "resolution": "applied",
+        "result": reserved.data,
+    }
+    assert by_type[fenced, "inventory.resolve.reply"].data == {
+        "resolution": "fenced",
+        "compensated": False,
+    }
+    assert by_type[fenced, "inventory.reserve.reply"].error["code"] == "fenced"
+    assert stock(system, sku) == 6  # the reservation applied, the fenced one never

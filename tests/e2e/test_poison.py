@@ -232,7 +232,8 @@ def command_types(system: System) -> dict[str, str]:
         topic_namespace=system.namespace,
     )
     return {
-        name: next(iter(registry.participant(name, settings).actions)) for name in registry.names()
+        name: next(iter(registry.participant(name, settings).actions))
+        for name in registry.shipped_names()
     }
 
 
@@ -259,7 +260,7 @@ def aftermath(system: System) -> Aftermath:
     Every wait is bounded, and nothing is asserted here: the tests below judge."""
     ns = system.namespace
     replies = f"{ns}.replies"
-    topics = [replies, *(f"{ns}.{p}.commands" for p in registry.names())]
+    topics = [replies, *(f"{ns}.{p}.commands" for p in registry.shipped_names())]
     sku = new_sku(system, 10 * ORDERS)
     expected: dict[str, str] = {}
 
@@ -296,7 +297,7 @@ def aftermath(system: System) -> Aftermath:
         if i == ORDERS // 2:  # half of the orders are under way: in goes the poison
             running = list(expected)[1:]
             records = poison_for(replies, None, running)
-            for name in registry.names():
+            for name in registry.shipped_names():
                 records += poison_for(f"{ns}.{name}.commands", kinds[name], running)
             sent += publish(system, [*records, *nul_data_records[1:]])
 
@@ -327,7 +328,7 @@ def aftermath(system: System) -> Aftermath:
         wait_for(all_passed, OFFSETS_TIMEOUT_S, "the commits past the poison", interval_s=0.5)
     committed = committed_offsets(system, topics)
 
-    watched = ["worker", *registry.names()]
+    watched = ["worker", *registry.shipped_names()]
     return Aftermath(
         expected=expected,
         final=final,

@@ -7,6 +7,7 @@ import psycopg
 import pytest
 
 from tests.conftest import service_urls
+from tests.schemas import migrate_all
 
 
 @pytest.fixture
@@ -21,3 +22,10 @@ def empty_database() -> Iterator[str]:
     finally:
         with psycopg.connect(admin, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def migrated_database(empty_database: str) -> str:
+    """A database with the orchestrator's and every shipped participant's tables."""
+    migrate_all(empty_database)
+    return empty_database

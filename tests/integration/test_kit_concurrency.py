@@ -11,16 +11,14 @@ import sqlalchemy as sa
 
 from orchestrator import codec
 from orchestrator.saga import messages
-from orchestrator.store import migrate
 from orchestrator.store.unit_of_work import create_engine
 from participants.inventory.handlers import PARTICIPANT, restock
 from participants.kit.participant import CommandProcessor
 from tests.fakes import CollectingPublisher
 
 
-async def test_concurrent_attempts_of_one_step_reserve_once(empty_database: str) -> None:
-    await asyncio.to_thread(migrate.upgrade, empty_database)  # alembic runs its own loop
-    engine = create_engine(empty_database, 4)
+async def test_concurrent_attempts_of_one_step_reserve_once(migrated_database: str) -> None:
+    engine = create_engine(migrated_database, 4)
     publisher = CollectingPublisher()
     processor = CommandProcessor(PARTICIPANT, engine, publisher, "replies")  # type: ignore[arg-type]
     first = messages.command(

@@ -3,7 +3,6 @@ compensation past its deadline is not applied."""
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,7 +13,6 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from orchestrator import codec
 from orchestrator.saga import messages
-from orchestrator.store import migrate
 from orchestrator.store.unit_of_work import create_engine
 from participants.inventory.handlers import PARTICIPANT, restock
 from participants.kit.participant import CommandProcessor, Result
@@ -36,9 +34,8 @@ def reserve(quantity: int, deadline: datetime | None = None) -> messages.Message
 
 
 @pytest.fixture
-async def engine(empty_database: str) -> AsyncIterator[AsyncEngine]:
-    await asyncio.to_thread(migrate.upgrade, empty_database)
-    engine = create_engine(empty_database, 2)
+async def engine(migrated_database: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(migrated_database, 2)
     async with engine.begin() as conn:
         await restock(conn, "SKU-F", 10)
     yield engine

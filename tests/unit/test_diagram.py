@@ -1,6 +1,6 @@
 from orchestrator import diagram
 from orchestrator.sagas import order
-from tests.unit.test_saga import PARALLEL, PIVOTED
+from tests.unit.test_saga import PARALLEL, PIVOTED, READ_ONLY
 
 
 def test_the_table_lists_every_step_with_its_compensation() -> None:
@@ -26,3 +26,13 @@ def test_the_pivot_is_drawn_differently_and_has_no_compensation_after_it() -> No
     assert 'b{{"b<br/>' in chart
     assert "c_undo" not in chart
     assert "shape=hexagon" in diagram.dot(PIVOTED)
+
+
+def test_a_read_only_step_and_the_pivot_say_they_are_never_undone() -> None:
+    chart = diagram.mermaid(READ_ONLY)
+    table = diagram.table(READ_ONLY)
+    assert "check.do (read-only, nothing to undo)" in chart
+    assert "check_undo" not in chart
+    assert "b.do (pivot, never undone)" in chart
+    assert "read-only, nothing to undo" in table.splitlines()[3]
+    assert "a_undo" in chart

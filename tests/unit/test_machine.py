@@ -19,6 +19,7 @@ SAGA_ALLOWED = {
     ("running", "fail"): "failed",
     ("compensating", "fail"): "failed",
     ("failed", "resume"): "running",
+    ("compensating", "resume"): "running",
 }
 SAGA_EVENTS = sorted({event for _, event in SAGA_ALLOWED})
 
@@ -33,9 +34,12 @@ STEP_ALLOWED = {
     ("timed_out", "wait_retry"): "retry_wait",
     ("sent", "time_out"): "timed_out",
     ("succeeded", "compensate"): "compensating",
-    ("timed_out", "compensate"): "compensating",
-    ("sent", "compensate"): "compensating",
-    ("retry_wait", "compensate"): "compensating",
+    ("resolving", "succeed"): "succeeded",
+    ("sent", "resolve"): "resolving",
+    ("retry_wait", "resolve"): "resolving",
+    ("timed_out", "resolve"): "resolving",
+    ("resolving", "resolve"): "resolving",
+    ("resolving", "fence"): "failed",
     ("compensating", "compensate"): "compensating",
     ("compensating", "finish_compensation"): "compensated",
     ("failed", "redo"): "pending",

@@ -1,4 +1,5 @@
 import dataclasses
+import itertools
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -126,28 +127,99 @@ def test_retries_exhausted_before_the_pivot_compensates() -> None:
     }
 
 
-def test_a_timed_out_step_is_retried_then_compensated_with_the_others() -> None:
+def test_a_step_timed_out_past_its_retries_is_resolved_before_anything_is_compensated() -> None:
     h = harness()
     h.script("charge_payment", "no_reply", "no_reply", "no_reply")
     h.start(ORDER_INPUT)
     h.run()
     assert h.status == "compensated"
     assert h.kinds().count("step_timed_out") == 3
-    assert h.compensations() == ["charge_payment", "reserve_inventory"]
+    assert h.resolutions() == ["charge_payment"]
+    assert "step_fenced" in h.kinds()
+    # fenced: the charge never applied and never will, so it is not refunded
+    assert h.compensations() == ["reserve_inventory"]
+    assert h.ledger["charge_payment"][0] == "tombstone"
 
 
-def test_a_late_success_does_not_resurrect_a_step_being_compensated() -> None:
+def test_a_step_found_applied_by_its_resolve_goes_on_as_if_its_reply_had_come() -> None:
+    h = harness()
+    h.script("charge_payment", "no_reply", "no_reply", "lost_reply", data={"chargeId": "ch-1"})
+    h.start(ORDER_INPUT)
+    h.run()
+    assert h.status == "completed"
+    assert h.resolutions() == ["charge_payment"]
+    assert h.compensations() == []
+    assert h.saga.steps["charge_payment"].result == {"chargeId": "ch-1"}
+    assert h.saga.context["chargeId"] == "ch-1"
+
+
+def test_a_late_success_while_resolving_settles_the_step_as_applied() -> None:
     h = harness()
     h.script("charge_payment", "no_reply", "no_reply", "no_reply")
+    h.script_resolution("charge_payment", "no_reply")
     h.start(ORDER_INPUT)
-    h.run(until=lambda h: "charge_payment" in h.compensations())
+    h.run(until=lambda h: "charge_payment" in h.resolutions())
     first_charge = next(c for c in h.commands if c.message_type == "payment.charge")
     h.deliver(messages.reply_to(first_charge, source="payment", outcome=S, now=h.now))
-    assert h.kinds()[-1] == "late_reply"
-    assert h.saga.steps["charge_payment"].status is StepStatus.COMPENSATING
+    assert h.saga.steps["charge_payment"].status is StepStatus.SUCCEEDED
+    h.run()
+    assert h.status == "completed"
+
+
+def test_a_participant_that_does_not_answer_a_resolve_is_asked_again_with_backoff() -> None:
+    h = harness()
+    h.script("charge_payment", "no_reply", "no_reply", "no_reply")
+    h.script_resolution("charge_payment", "no_reply", "no_reply", "no_reply")
+    h.start(ORDER_INPUT)
+    h.run(until=lambda h: len(h.resolutions()) == 4)
+    asked = [c.timestamp for c in h.commands if c.message_type == "payment.resolve"]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(asked)]
+    assert gaps == sorted(gaps)  # the step's timeout, then a backoff that grows
+    assert gaps[0] > timedelta(seconds=order.DEFINITION.step("charge_payment").timeout_s)
+    assert h.kinds().count("resolve_unanswered") == 3
+    assert h.status == "running"  # waiting on the resolution; nothing compensated meanwhile
+    assert h.compensations() == []
+    assert h.saga.steps["charge_payment"].status is StepStatus.RESOLVING
+    assert h.saga.steps["charge_payment"].resolve_attempt == 4
     h.run()
     assert h.status == "compensated"
-    assert h.compensations() == ["charge_payment", "reserve_inventory"]
+    assert h.compensations() == ["reserve_inventory"]
+
+
+def test_an_abort_while_the_pivot_is_in_flight_never_undoes_an_applied_pivot() -> None:
+    h = harness(PIVOTED)
+    h.script("b", "lost_reply")
+    h.start({})
+    h.run(until=lambda h: "b" in h.actions())
+    h.abort("customer cancelled")
+    h.run()
+    assert h.status == "completed"  # the pivot took effect: the saga can only go forward
+    assert h.compensations() == []
+    assert "abort_overruled" in h.kinds()
+    assert h.actions() == ["a", "b", "c"]
+
+
+def test_an_abort_while_the_pivot_is_in_flight_compensates_once_it_is_fenced() -> None:
+    h = harness(PIVOTED)
+    h.script("b", "no_reply", "no_reply", "no_reply")
+    h.start({})
+    h.run(until=lambda h: "b" in h.actions())
+    h.abort("customer cancelled")
+    h.run()
+    assert h.status == "compensated"
+    assert h.resolutions() == ["b"]
+    assert h.compensations() == ["a"]
+    assert h.actions_applied["b"] == 0
+
+
+def test_a_read_only_step_is_skipped_when_compensating() -> None:
+    h = harness(READ_ONLY)
+    h.script("b", "failure")
+    h.start({})
+    h.run()
+    assert h.status == "compensated"
+    assert h.actions() == ["a", "check", "b"]
+    assert h.compensations() == ["a"]
 
 
 def test_compensation_that_keeps_failing_leaves_the_saga_failed() -> None:
@@ -221,13 +293,21 @@ def _step(name: str, **kw: object) -> Step:
         "compensation": f"{name}.undo",
         "build_compensation": lambda i, c: {},
     }
+    if kw.get("compensation", "") is None:
+        defaults["build_compensation"] = None
     return Step(name=name, **{**defaults, **kw})  # type: ignore[arg-type]
 
 
 PIVOTED = SagaDefinition(
     "pivoted",
     1,
-    (_step("a"), _step("b", pivot=True), _step("c", compensation=None)),
+    (_step("a"), _step("b", pivot=True, compensation=None), _step("c", compensation=None)),
+    lambda raw: dict(raw),
+)
+READ_ONLY = SagaDefinition(
+    "read_only",
+    1,
+    (_step("a"), _step("check", compensation=None), _step("b", pivot=True, compensation=None)),
     lambda raw: dict(raw),
 )
 PARALLEL = SagaDefinition(
@@ -281,6 +361,25 @@ def test_a_failing_group_member_compensates_the_other_members_and_earlier_steps(
 def test_the_test_definitions_pass_their_compensation_matrix() -> None:
     assert check_compensation_matrix(PIVOTED, {}) == []
     assert check_compensation_matrix(PARALLEL, {}) == []
+    assert check_compensation_matrix(READ_ONLY, {}) == []
+
+
+def test_the_matrix_catches_an_engine_that_compensates_on_a_guess(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The engine as it was before resolving: an unknown outcome counted as lost, and
+    compensated when it could be. The matrix must report both ways that goes wrong."""
+
+    def guess(decision: core.Decision, step: Step, state: core.StepState, cause: None) -> None:
+        state.status = StepStatus.SUCCEEDED if step.compensation else StepStatus.FAILED
+        if decision.saga.status is SagaStatus.RUNNING:
+            decision.saga.move("compensate")
+        core.compensate_next(decision, cause)
+
+    monkeypatch.setattr(core, "ask_resolution", guess)
+    problems = check_compensation_matrix(PIVOTED, {})
+    assert any("a compensation of a was sent, but it never took effect" in p for p in problems)
+    assert any("the pivot b took effect, yet the saga was compensated" in p for p in problems)
 
 
 # -- definitions ---------------------------------------------------------------------------
@@ -292,7 +391,8 @@ def test_the_test_definitions_pass_their_compensation_matrix() -> None:
         ((), "has no steps"),
         ((_step("a"), _step("a")), "repeats step names"),
         ((_step("a", participant="nobody"),), "unknown participant"),
-        ((_step("a", compensation=None), _step("b", pivot=True)), "needs a compensation"),
+        ((_step("a", build_compensation=None),), "needs both a compensation"),
+        ((_step("a", command="inventory.resolve"),), "the kit's own command"),
         ((_step("a", pivot=True), _step("b", pivot=True)), "more than one pivot"),
         ((_step("a", group="g"), _step("b"), _step("c", group="g")), "must be adjacent"),
         ((_step("a", group="g", pivot=True),), "pivot cannot be in a group"),
@@ -307,10 +407,12 @@ def test_invalid_definitions_are_refused_at_registration(
         registry.register(SagaDefinition("s", 1, steps, lambda raw: dict(raw)))
 
 
-def test_steps_after_the_pivot_need_no_compensation() -> None:
+def test_the_pivot_read_only_steps_and_steps_after_the_pivot_need_no_compensation() -> None:
     registry = DefinitionRegistry(participants=["inventory"])
     registry.register(PIVOTED)
+    registry.register(READ_ONLY)
     assert registry.get("pivoted").pivot_index == 1
+    assert registry.get("read_only").step("check").read_only
 
 
 def test_registry_serves_the_newest_version_unless_one_is_named() -> None:

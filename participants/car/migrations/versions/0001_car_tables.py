@@ -1,0 +1,88 @@
+"""car tables
+
+The car participant's first revision. Until the participants had histories of their own,
+the orchestrator's (revisions 0001-0010) created these tables: on such a database this
+revision finds them and only records that the schema is at 0001.
+
+Revision ID: 0001
+Revises:
+Create Date: 2026-11-30 06:15:00
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+from sqlalchemy.dialects import postgresql
+
+revision: str = "0001"
+down_revision: str | Sequence[str] | None = None
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    op.create_table(
+        "booking",
+        sa.Column("id", sa.UUID(as_uuid=False), nullable=False),
+        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
+        sa.Column("trip_id", sa.Text(), nullable=False),
+        sa.Column("details", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("status", sa.Text(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "status IN ('booked', 'cancelled')", name=op.f("ck_booking_status_known")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_booking")),
+        sa.UniqueConstraint("saga_id", name=op.f("uq_booking_saga_id")),
+        schema="car",
+        if_not_exists=True,
+    )
+    op.create_table(
+        "inbox",
+        sa.Column("message_id", sa.UUID(as_uuid=False), nullable=False),
+        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
+        sa.Column("step", sa.Text(), nullable=False),
+        sa.Column("command_type", sa.Text(), nullable=False),
+        sa.Column("reply", sa.LargeBinary(), nullable=False),
+        sa.Column(
+            "received_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("message_id", name=op.f("pk_inbox")),
+        schema="car",
+        if_not_exists=True,
+    )
+    op.create_table(
+        "step_ledger",
+        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
+        sa.Column("step", sa.Text(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
+        sa.Column("data", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "state IN ('applied', 'compensated', 'tombstone')",
+            name=op.f("ck_step_ledger_state_known"),
+        ),
+        sa.PrimaryKeyConstraint("saga_id", "step", name=op.f("pk_step_ledger")),
+        schema="car",
+        if_not_exists=True,
+    )
+
+
+def downgrade() -> None:
+    op.drop_table("step_ledger", schema="car")
+    op.drop_table("inbox", schema="car")
+    op.drop_table("booking", schema="car")
