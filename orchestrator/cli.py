@@ -200,6 +200,18 @@ def skip(
 
 
 @app.command()
+def fence(
+    saga_id: str,
+    step: str,
+    reason: Annotated[str, typer.Option("--reason", "-r", help="why, for the record")],
+    url: Url = "http://127.0.0.1:8000",
+    token: Token = None,
+) -> None:
+    """Settle a step waiting on a resolve as never applied, its participant unable to say."""
+    _act(url, token, f"/sagas/{saga_id}/steps/{step}/fence", reason)
+
+
+@app.command()
 def watch(
     saga_id: str,
     url: Url = "http://127.0.0.1:8000",

@@ -215,6 +215,8 @@ class SagaService:
                 decision = operations.retry(saga, definition, now, actor, reason)
             elif action == "skip" and step is not None:
                 decision = operations.skip_compensation(saga, definition, step, now, actor, reason)
+            elif action == "fence" and step is not None:
+                decision = operations.fence_step(saga, definition, step, now, actor, reason)
             else:
                 raise ValueError(f"unknown operator action {action!r}")
             if decision.timeline:  # a repeat that changed nothing stores nothing

@@ -109,6 +109,11 @@ class SagaHarness:
             operations.skip_compensation(self.saga, self.definition, step, self.now, actor, reason)
         )
 
+    def fence(self, step: str, reason: str = "test", actor: str = "tester") -> None:
+        self._apply(
+            operations.fence_step(self.saga, self.definition, step, self.now, actor, reason)
+        )
+
     def advance(self, seconds: float) -> None:
         """Move the clock, firing every deadline and retry time that falls on the way."""
         until = self.now + timedelta(seconds=seconds)

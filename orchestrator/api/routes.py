@@ -298,6 +298,24 @@ async def skip(
     return await _act(saga_id, "skip", body, who, sagas, reads, step)
 
 
+@router.post(
+    "/sagas/{saga_id}/steps/{step}/fence",
+    response_model=schemas.SagaDetail,
+    responses=_ACTION_ERRORS,
+    summary="Settle a step waiting on a resolve as never applied (its participant cannot "
+    "answer, and the action was made sure of by hand)",
+)
+async def fence(
+    saga_id: SagaId,
+    step: str,
+    body: schemas.OperatorAction,
+    who: Operator,
+    sagas: Sagas,
+    reads: Reader,
+) -> dict[str, Any]:
+    return await _act(saga_id, "fence", body, who, sagas, reads, step)
+
+
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,

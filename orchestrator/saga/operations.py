@@ -18,6 +18,7 @@ from orchestrator.saga.saga import (
     advance,
     compensate_next,
     dispatch_compensation,
+    fence,
     pivot_passed,
 )
 
@@ -104,6 +105,30 @@ def skip_compensation(
     decision.note("step_compensated", step, skipped=True)
     decision.saga.move("compensate")
     compensate_next(decision, None)
+    return decision
+
+
+def fence_step(
+    saga: Saga, definition: SagaDefinition, step: str, now: datetime, actor: str, reason: str
+) -> Decision:
+    """Settle a step waiting on a resolve as never applied, for a participant that cannot
+    answer (decommissioned, its data restored by hand): the operator has made sure its
+    action did not take effect and cannot any more. The saga goes on as if the participant
+    had fenced it."""
+    decision = Decision(saga.copy(), definition, now)
+    state = decision.saga.steps.get(step)
+    if state is None:
+        raise OperatorActionRefusedError(f"the saga has no step {step!r}")
+    if state.status is StepStatus.FAILED and (state.error or {}).get("code") == "fenced":
+        return decision  # fenced already: nothing new
+    if state.status is not StepStatus.RESOLVING:
+        raise OperatorActionRefusedError(
+            f"only a step waiting on a resolve can be fenced; step {step!r} is "
+            f"{state.status.value}"
+        )
+    decision.note("operator_fence", step, actor=actor, reason=reason)
+    decision.saga.parked = None
+    fence(decision, definition.step(step), state, None, by="operator")
     return decision
 
 

@@ -416,11 +416,18 @@ def _on_resolution(
         stored = dict(result) if isinstance(result, Mapping) else {}
         _resolved_applied(decision, step, state, stored, reply.message_id)
         return
+    fence(decision, step, state, reply.message_id)
+
+
+def fence(
+    decision: Decision, step: Step, state: StepState, causation_id: str | None, **detail: Any
+) -> None:
+    """The step's action did not take effect and never will: go on without it."""
     state.deadline = state.next_attempt_at = None
     state.move("fence")
     state.error = {"code": "fenced", "message": "not applied; the participant will never apply it"}
-    decision.note("step_fenced", step.name, attempt=state.attempt)
-    _on_step_lost(decision, step, reply.message_id, state.error)
+    decision.note("step_fenced", step.name, attempt=state.attempt, **detail)
+    _on_step_lost(decision, step, causation_id, state.error)
 
 
 def _resolved_applied(

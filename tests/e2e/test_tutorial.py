@@ -254,3 +254,27 @@ def test_an_abort_while_the_pivot_is_in_flight_never_refunds_a_deposit(
     assert "abort_overruled" in [e["kind"] for e in saga["timeline"]]
     assert effects(transfers, saga_id) == {"withdrawals": ["withdrawn"], "deposits": 1}
     assert balance(transfers) == before - Decimal("10.00")
+
+
+def test_an_operator_fences_a_deposit_whose_bank_cannot_answer(transfers: System) -> None:
+    """Last: the bank stays down. The operator has made sure the deposit cannot land (in
+    real life: the bank's queue purged, its service gone) and settles the step by hand."""
+    before = balance(transfers)
+    transfers.stop("bank")
+    saga_id = transfer(transfers, "t-fenced", "acct-bob", "5.00")
+    transfers.wait_timeline(saga_id, "resolve_unanswered", "deposit", timeout_s=60)
+    early = transfers.api.post(
+        f"/sagas/{saga_id}/steps/withdraw/fence", json={"reason": "wrong step"}
+    )
+    assert early.status_code == 409, early.text
+
+    fenced = transfers.api.post(
+        f"/sagas/{saga_id}/steps/deposit/fence", json={"reason": "bank decommissioned"}
+    )
+
+    assert fenced.status_code == 200, fenced.text
+    saga = transfers.wait_final(saga_id)
+    assert saga["status"] == "compensated"
+    assert effects(transfers, saga_id) == {"withdrawals": ["refunded"], "deposits": 0}
+    assert balance(transfers) == before
+    assert "operator_fence" in [e["kind"] for e in saga["timeline"]]

@@ -139,3 +139,32 @@ def test_retry_resumes_the_timers_of_a_parked_saga() -> None:
     assert [e.kind for e in h.timeline[-2:]] == ["operator_retry", "saga_unparked"]
     h.run()
     assert h.status == "completed"
+
+
+def test_an_operator_fences_a_step_whose_participant_cannot_answer_its_resolve() -> None:
+    h = started()
+    h.script("charge_payment", "no_reply", "no_reply", "no_reply")
+    h.script_resolution("charge_payment", *["no_reply"] * 20)
+    h.run(until=lambda h: h.kinds().count("resolve_unanswered") == 3)
+    assert h.saga.steps["charge_payment"].status is StepStatus.RESOLVING
+
+    h.fence("charge_payment", "payment service decommissioned, charge checked by hand")
+    h.run()
+
+    assert h.status == "compensated"
+    assert h.compensations() == ["reserve_inventory"]
+    assert [e.detail for e in h.timeline if e.kind == "operator_fence"] == [
+        {"actor": "tester", "reason": "payment service decommissioned, charge checked by hand"}
+    ]
+    before = len(h.timeline)
+    h.fence("charge_payment")  # fenced already: nothing new
+    assert len(h.timeline) == before
+
+
+def test_only_a_step_waiting_on_a_resolve_can_be_fenced() -> None:
+    h = started()
+    h.run(until=lambda h: "charge_payment" in h.actions())
+    with pytest.raises(OperatorActionRefusedError, match="reserve_inventory' is succeeded"):
+        h.fence("reserve_inventory")
+    with pytest.raises(OperatorActionRefusedError, match="no step 'nope'"):
+        h.fence("nope")
