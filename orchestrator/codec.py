@@ -153,6 +153,11 @@ def _check_reply(message: messages.Message) -> None:
             f"reply {message.message_id} has no valid payload.outcome "
             f"(one of {', '.join(o.value for o in messages.Outcome)})"
         ) from None
+    for part in ("data", "error"):
+        if not isinstance(message.payload.get(part, {}), dict):
+            raise UndecodableMessageError(
+                f"reply {message.message_id}: payload.{part} must be an object"
+            )
 
 
 def headers(message: messages.Message) -> list[tuple[str, bytes]]:

@@ -93,8 +93,8 @@ def _observe_step(
     definition: SagaDefinition, before: Saga, step: str, now: datetime, detail: Any
 ) -> None:
     state = before.steps.get(step)
-    if state is None or state.deadline is None:
-        return
+    if state is None or state.deadline is None or state.status == "resolving":
+        return  # a resolve's answer says nothing of how long the action took
     spec = definition.step(step)
     timeout = spec.compensation_timeout_s if state.status == "compensating" else spec.timeout_s
     sent_at = state.deadline.timestamp() - timeout
@@ -117,4 +117,20 @@ def database_gauges(stats: dict[str, Any], now: datetime) -> bytes:
     Gauge(
         "saga_outbox_lag_seconds", "Age of the oldest unpublished outbox row", registry=registry
     ).set((now - oldest).total_seconds() if oldest else 0)
+    overdue = Gauge(
+        "saga_overdue",
+        "Active sagas no running worker has fired in time, by type",
+        ["type"],
+        registry=registry,
+    )
+    for saga_type, n in stats["overdue"]["by_type"].items():
+        overdue.labels(saga_type).set(n)
+    resolving = Gauge(
+        "saga_resolving",
+        "Steps waiting on their participant to say whether their action took effect",
+        ["step"],
+        registry=registry,
+    )
+    for step, n in stats["resolving"]["by_step"].items():
+        resolving.labels(step).set(n)
     return generate_latest(registry)

@@ -21,7 +21,20 @@ def upgrade() -> None:
         "saga_step",
         sa.Column("resolve_attempt", sa.Integer(), server_default=sa.text("0"), nullable=False),
     )
+    # the operators' count and list of the sagas waiting on a resolve: few rows, read often
+    op.create_index(
+        "ix_saga_step_resolving",
+        "saga_step",
+        ["saga_id"],
+        unique=False,
+        postgresql_where=sa.text("status = 'resolving'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index(
+        "ix_saga_step_resolving",
+        table_name="saga_step",
+        postgresql_where=sa.text("status = 'resolving'"),
+    )
     op.drop_column("saga_step", "resolve_attempt")

@@ -40,7 +40,11 @@ class RetryPolicy:
     def backoff_s(self, attempt: int, seed: str) -> float:
         """The delay after failed attempt `attempt`; the jitter is derived from `seed`, so
         the same saga step always gets the same delay (replays stay deterministic)."""
-        base = min(self.initial_backoff_s * self.multiplier ** (attempt - 1), self.max_backoff_s)
+        try:
+            grown = self.initial_backoff_s * self.multiplier ** (attempt - 1)
+        except OverflowError:  # a resolve is asked again without end: long past the cap
+            grown = self.max_backoff_s
+        base = min(grown, self.max_backoff_s)
         digest = hashlib.blake2b(f"{seed}:{attempt}".encode(), digest_size=4).digest()
         spread = int.from_bytes(digest) / 0xFFFFFFFF * 2 - 1
         return max(0.0, base * (1 + self.jitter * spread))

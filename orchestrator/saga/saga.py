@@ -379,10 +379,13 @@ def compensate_next(decision: Decision, causation_id: str | None) -> None:
     saga = decision.saga
     if saga.status is not SagaStatus.COMPENSATING:
         return
-    if any(s.status in _AWAITED for s in saga.steps.values()):
+    steps = decision.definition.steps
+    if any(saga.steps[s.name].status in _AWAITED and not s.read_only for s in steps):
         return  # one at a time, in reverse order
-    for step in reversed(decision.definition.steps):
+    for step in reversed(steps):
         state = saga.steps[step.name]
+        if step.read_only:
+            continue  # it changed nothing, whatever became of it: no need to wait for it
         if state.status in IN_FLIGHT:
             ask_resolution(decision, step, state, causation_id)
             return
@@ -410,11 +413,13 @@ def _on_resolution(
     if resolution not in (APPLIED, FENCED):
         _ignore(decision, reply, "the participant did not resolve the step; asked again later")
         return
-    _record_reply(decision, reply)
     result = reply.data.get("result")
-    if resolution == APPLIED:
-        stored = dict(result) if isinstance(result, Mapping) else {}
-        _resolved_applied(decision, step, state, stored, reply.message_id)
+    if resolution == APPLIED and not isinstance(result, Mapping):
+        _ignore(decision, reply, "applied, without its result as an object; asked again later")
+        return
+    _record_reply(decision, reply)
+    if isinstance(result, Mapping):
+        _resolved_applied(decision, step, state, dict(result), reply.message_id)
         return
     fence(decision, step, state, reply.message_id)
 

@@ -73,6 +73,9 @@ saga_step = sa.Table(
     sa.Column("result", pg.JSONB, nullable=True),
     sa.Column("error", pg.JSONB, nullable=True),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Index(
+        "ix_saga_step_resolving", "saga_id", postgresql_where=sa.text("status = 'resolving'")
+    ),
 )
 
 saga_timeline = sa.Table(

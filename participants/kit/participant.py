@@ -93,6 +93,16 @@ class Participant:
     # The participant's own Alembic scripts (`participants migrate NAME` applies them).
     migrations: Path | None = None
 
+    def __post_init__(self) -> None:
+        taken = [t for t in (*self.actions, *self.compensations) if t == self.resolve_command]
+        both = sorted(set(self.actions) & set(self.compensations))
+        if taken or both:
+            raise ValueError(
+                f"participant {self.name!r}: {self.resolve_command!r} is the kit's own command"
+                if taken
+                else f"participant {self.name!r}: {both} are both actions and compensations"
+            )
+
     @property
     def schema(self) -> str:
         """The PostgreSQL schema holding the participant's tables, its inbox and ledger."""

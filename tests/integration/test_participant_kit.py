@@ -148,3 +148,11 @@ async def test_what_one_test_writes_is_rolled_back(migrated_database: str) -> No
         failed = await tester.action("payment.charge", CHARGE)
         assert failed.outcome is Outcome.RETRYABLE
         assert failed.error["code"] == "handler_failed"
+
+
+def test_a_participant_cannot_take_the_kits_own_resolve_command(migrated_database: str) -> None:
+    settings = Settings(database_url=migrated_database, kafka_bootstrap_servers="127.0.0.1:9")
+    participant = make_participant(settings)
+    handler = participant.actions["payment.charge"]
+    with pytest.raises(ValueError, match=r"'payment\.resolve' is the kit's own command"):
+        dataclasses.replace(participant, actions={"payment.resolve": handler})

@@ -74,6 +74,11 @@ def test_a_bad_version_or_a_bad_reply_is_refused() -> None:
         codec.decode(codec.json.dumps({**wire, "kind": "reply"}).encode())
     with pytest.raises(UndecodableMessageError, match="not a UUID"):
         codec.decode(codec.json.dumps({**wire, "sagaId": "nope"}).encode())
+    for part in ("data", "error"):
+        payload = {"outcome": "success", part: ["not", "an", "object"]}
+        reply = {**wire, "kind": "reply", "payload": payload}
+        with pytest.raises(UndecodableMessageError, match=rf"payload\.{part} must be an object"):
+            codec.decode(codec.json.dumps(reply).encode())
 
 
 def wire(**changes: object) -> bytes:

@@ -451,3 +451,33 @@ def test_backoff_grows_is_capped_and_is_the_same_for_the_same_step() -> None:
     assert 1.8 <= delays[1] <= 2.2
     assert all(4.5 <= d <= 5.5 for d in delays[3:])
     assert delays == [policy.backoff_s(n, "saga:step") for n in range(1, 6)]
+    # a resolve is asked again without end: far past where the growth overflows a float
+    assert 4.5 <= policy.backoff_s(5000, "saga:step") <= 5.5
+
+
+def test_an_abort_does_not_wait_on_a_read_only_step_in_flight() -> None:
+    h = harness(READ_ONLY)
+    h.script("check", *["no_reply"] * 3)
+    h.start({})
+    h.run(until=lambda h: "check" in h.actions())
+    h.abort("customer cancelled")
+    h.run()
+    assert h.status == "compensated"
+    assert h.resolutions() == []  # it changed nothing: there is nothing to ask
+    assert h.compensations() == ["a"]
+
+
+def test_an_applied_resolution_without_its_result_is_not_taken() -> None:
+    h = harness()
+    h.script("charge_payment", "no_reply", "no_reply", "no_reply")
+    h.script_resolution("charge_payment", "no_reply")
+    h.start(ORDER_INPUT)
+    h.run(until=lambda h: "charge_payment" in h.resolutions())
+    ask = next(c for c in h.commands if c.message_type == "payment.resolve")
+    for result in (["not", "an", "object"], None, "x"):
+        data = {"resolution": "applied", "result": result}
+        h.deliver(messages.reply_to(ask, source="payment", outcome=S, now=h.now, data=data))
+        assert h.saga.steps["charge_payment"].status is StepStatus.RESOLVING
+        assert h.timeline[-1].kind == "reply_ignored"
+    h.run()
+    assert h.status == "compensated"  # asked again; the participant fenced it
