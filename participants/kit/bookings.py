@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -84,4 +85,30 @@ def booking_participant(
         actions={f"{name}.book": book},
         compensations={f"{name}.cancel": cancel},
         migrations=migrations,
+    )
+
+
+def create_booking_table_v1(schema: str, *, if_not_exists: bool = False) -> None:
+    """The booking table as a booking participant's first revision creates it. Frozen, as
+    `participants.kit.migrate.create_kit_tables_v1` is."""
+    op.create_table(
+        "booking",
+        sa.Column("id", sa.UUID(as_uuid=False), nullable=False),
+        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
+        sa.Column("trip_id", sa.Text(), nullable=False),
+        sa.Column("details", pg.JSONB(astext_type=sa.Text()), nullable=False),
+        sa.Column("status", sa.Text(), nullable=False),
+        sa.Column(
+            "created_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "status IN ('booked', 'cancelled')", name=op.f("ck_booking_status_known")
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_booking")),
+        sa.UniqueConstraint("saga_id", name=op.f("uq_booking_saga_id")),
+        schema=schema,
+        if_not_exists=if_not_exists,
     )

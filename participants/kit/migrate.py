@@ -38,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from alembic import command, context
+from alembic import command, context, op
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import Script
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.saga.errors import OrchestratorError
@@ -199,3 +200,52 @@ def _config(participant: Participant, database_url: str) -> Config:
     return alembic_runner.alembic_config(
         database_url, _migrations(participant), participant=participant
     )
+
+
+def create_kit_tables_v1(schema: str, *, if_not_exists: bool = False) -> None:
+    """The kit's inbox and step ledger as version 1 of the kit keeps them, for a
+    participant's first revision to create. Frozen: a kit that changes them adds a
+    `create_kit_tables_v2` and a revision that migrates, and never changes this one, so that
+    a revision keeps creating what it created when it was written."""
+    op.create_table(
+        "inbox",
+        sa.Column("message_id", sa.UUID(as_uuid=False), nullable=False),
+        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
+        sa.Column("step", sa.Text(), nullable=False),
+        sa.Column("command_type", sa.Text(), nullable=False),
+        sa.Column("reply", sa.LargeBinary(), nullable=False),
+        sa.Column(
+            "received_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.PrimaryKeyConstraint("message_id", name=op.f("pk_inbox")),
+        schema=schema,
+        if_not_exists=if_not_exists,
+    )
+    op.create_table(
+        "step_ledger",
+        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
+        sa.Column("step", sa.Text(), nullable=False),
+        sa.Column("state", sa.Text(), nullable=False),
+        sa.Column("data", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
+        sa.Column(
+            "updated_at",
+            sa.DateTime(timezone=True),
+            server_default=sa.text("now()"),
+            nullable=False,
+        ),
+        sa.CheckConstraint(
+            "state IN ('applied', 'compensated', 'tombstone')",
+            name=op.f("ck_step_ledger_state_known"),
+        ),
+        sa.PrimaryKeyConstraint("saga_id", "step", name=op.f("pk_step_ledger")),
+        schema=schema,
+        if_not_exists=if_not_exists,
+    )
+
+
+def drop_kit_tables_v1(schema: str) -> None:
+    op.drop_table("step_ledger", schema=schema)
+    op.drop_table("inbox", schema=schema)

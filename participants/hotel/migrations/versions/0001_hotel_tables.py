@@ -11,9 +11,10 @@ Create Date: 2026-11-30 06:15:00
 
 from collections.abc import Sequence
 
-import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from participants.kit.bookings import create_booking_table_v1
+from participants.kit.migrate import create_kit_tables_v1, drop_kit_tables_v1
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -22,67 +23,10 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "booking",
-        sa.Column("id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("trip_id", sa.Text(), nullable=False),
-        sa.Column("details", postgresql.JSONB(astext_type=sa.Text()), nullable=False),
-        sa.Column("status", sa.Text(), nullable=False),
-        sa.Column(
-            "created_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.CheckConstraint(
-            "status IN ('booked', 'cancelled')", name=op.f("ck_booking_status_known")
-        ),
-        sa.PrimaryKeyConstraint("id", name=op.f("pk_booking")),
-        sa.UniqueConstraint("saga_id", name=op.f("uq_booking_saga_id")),
-        schema="hotel",
-        if_not_exists=True,
-    )
-    op.create_table(
-        "inbox",
-        sa.Column("message_id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("step", sa.Text(), nullable=False),
-        sa.Column("command_type", sa.Text(), nullable=False),
-        sa.Column("reply", sa.LargeBinary(), nullable=False),
-        sa.Column(
-            "received_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.PrimaryKeyConstraint("message_id", name=op.f("pk_inbox")),
-        schema="hotel",
-        if_not_exists=True,
-    )
-    op.create_table(
-        "step_ledger",
-        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("step", sa.Text(), nullable=False),
-        sa.Column("state", sa.Text(), nullable=False),
-        sa.Column("data", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-        sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.CheckConstraint(
-            "state IN ('applied', 'compensated', 'tombstone')",
-            name=op.f("ck_step_ledger_state_known"),
-        ),
-        sa.PrimaryKeyConstraint("saga_id", "step", name=op.f("pk_step_ledger")),
-        schema="hotel",
-        if_not_exists=True,
-    )
+    create_booking_table_v1("hotel", if_not_exists=True)
+    create_kit_tables_v1("hotel", if_not_exists=True)
 
 
 def downgrade() -> None:
-    op.drop_table("step_ledger", schema="hotel")
-    op.drop_table("inbox", schema="hotel")
+    drop_kit_tables_v1("hotel")
     op.drop_table("booking", schema="hotel")

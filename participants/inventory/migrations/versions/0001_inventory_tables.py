@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from participants.kit.migrate import create_kit_tables_v1, drop_kit_tables_v1
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -22,43 +23,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
-    op.create_table(
-        "inbox",
-        sa.Column("message_id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("step", sa.Text(), nullable=False),
-        sa.Column("command_type", sa.Text(), nullable=False),
-        sa.Column("reply", sa.LargeBinary(), nullable=False),
-        sa.Column(
-            "received_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.PrimaryKeyConstraint("message_id", name=op.f("pk_inbox")),
-        schema="inventory",
-        if_not_exists=True,
-    )
-    op.create_table(
-        "step_ledger",
-        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("step", sa.Text(), nullable=False),
-        sa.Column("state", sa.Text(), nullable=False),
-        sa.Column("data", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-        sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.CheckConstraint(
-            "state IN ('applied', 'compensated', 'tombstone')",
-            name=op.f("ck_step_ledger_state_known"),
-        ),
-        sa.PrimaryKeyConstraint("saga_id", "step", name=op.f("pk_step_ledger")),
-        schema="inventory",
-        if_not_exists=True,
-    )
+    create_kit_tables_v1("inventory", if_not_exists=True)
     op.create_table(
         "stock",
         sa.Column("sku", sa.Text(), nullable=False),
@@ -103,5 +68,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_table("reservation", schema="inventory")
     op.drop_table("stock", schema="inventory")
-    op.drop_table("step_ledger", schema="inventory")
-    op.drop_table("inbox", schema="inventory")
+    drop_kit_tables_v1("inventory")

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
-from sqlalchemy.dialects import postgresql
+
+from participants.kit.migrate import create_kit_tables_v1, drop_kit_tables_v1
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -51,43 +52,7 @@ def upgrade() -> None:
     # The orchestrator's history added this column in its 0007: a database it left before
     # 0007 has the table without it.
     op.execute("ALTER TABLE payment.charge ADD COLUMN IF NOT EXISTS statement_descriptor text")
-    op.create_table(
-        "inbox",
-        sa.Column("message_id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("step", sa.Text(), nullable=False),
-        sa.Column("command_type", sa.Text(), nullable=False),
-        sa.Column("reply", sa.LargeBinary(), nullable=False),
-        sa.Column(
-            "received_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.PrimaryKeyConstraint("message_id", name=op.f("pk_inbox")),
-        schema="payment",
-        if_not_exists=True,
-    )
-    op.create_table(
-        "step_ledger",
-        sa.Column("saga_id", sa.UUID(as_uuid=False), nullable=False),
-        sa.Column("step", sa.Text(), nullable=False),
-        sa.Column("state", sa.Text(), nullable=False),
-        sa.Column("data", postgresql.JSONB(astext_type=sa.Text()), nullable=True),
-        sa.Column(
-            "updated_at",
-            sa.DateTime(timezone=True),
-            server_default=sa.text("now()"),
-            nullable=False,
-        ),
-        sa.CheckConstraint(
-            "state IN ('applied', 'compensated', 'tombstone')",
-            name=op.f("ck_step_ledger_state_known"),
-        ),
-        sa.PrimaryKeyConstraint("saga_id", "step", name=op.f("pk_step_ledger")),
-        schema="payment",
-        if_not_exists=True,
-    )
+    create_kit_tables_v1("payment", if_not_exists=True)
     op.create_table(
         "refund",
         sa.Column("id", sa.UUID(as_uuid=False), nullable=False),
@@ -111,6 +76,5 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("refund", schema="payment")
-    op.drop_table("step_ledger", schema="payment")
-    op.drop_table("inbox", schema="payment")
+    drop_kit_tables_v1("payment")
     op.drop_table("charge", schema="payment")
