@@ -3,13 +3,14 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: help install services browser migrate demo test unit faults bench lint format stop
+.PHONY: help install services services-secure browser migrate demo test unit faults bench lint format stop
 
 help:
 	@echo "make demo      install, start PostgreSQL + Kafka + the services, run two orders"
 	@echo "make test      install, start PostgreSQL + Kafka, lint, run every test"
 	@echo "make bench     the benchmark against its floor (bench/results/latest.json, latency.png)"
 	@echo "make services  start PostgreSQL and Kafka only (writes .env)"
+	@echo "make services-secure  a second PostgreSQL + Kafka with TLS, SASL and ACLs (.local/secure/)"
 	@echo "make stop      stop the services, PostgreSQL and Kafka"
 
 install: $(VENV)/.installed
@@ -22,6 +23,10 @@ $(VENV)/.installed: pyproject.toml
 
 services:
 	deploy/local/services start
+
+# a second, secured pair (TLS, SCRAM, ACLs, a role per process): .local/secure/*.env
+services-secure:
+	deploy/local/services start --secure
 
 # the orchestrator's schema, then each participant's own (its own Alembic history)
 migrate: install services
@@ -67,3 +72,4 @@ bench: install services
 stop:
 	-@[ -x $(BIN)/python ] && $(BIN)/python deploy/local/processes.py stop
 	deploy/local/services stop
+	deploy/local/services stop --secure

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import os
 import shutil
 import subprocess
 import sys
@@ -39,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
         one.add_argument("position", help="PARTITION:OFFSET, as `dlq list` shows it")
         if name == "replay":
             one.add_argument("--value-file", help="publish this file's bytes instead (a fix)")
+            one.add_argument("--reason", required=True, help="why, for the record")
+            one.add_argument(
+                "--by", default=_os_user(), help="who replays it (default: the OS user)"
+            )
     definitions = commands.add_parser("definitions", help="the saga definitions loaded")
     definition_commands = definitions.add_subparsers(dest="action", required=True)
     definition_commands.add_parser("list", help="every saga type and version")
@@ -119,11 +125,22 @@ def _render(source: str, fmt: str, output: str | None) -> None:
     print(f"wrote {target}")
 
 
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid, e.g. in a container
+        return f"uid-{os.getuid()}"
+
+
 async def _dlq(args: argparse.Namespace, settings: Settings, fix: bytes | None) -> None:
     from orchestrator.transport import dead_letters
+    from orchestrator.transport.security import kafka_security
 
     servers = settings.kafka_bootstrap_servers
-    letters = await dead_letters.read(servers, args.topic, getattr(args, "limit", 100_000))
+    security = kafka_security(settings)
+    letters = await dead_letters.read(
+        servers, args.topic, getattr(args, "limit", 100_000), security
+    )
     if args.action == "list":
         print(f"{'position':<12} {'from':<40} reason")
         for d in letters:
@@ -144,7 +161,9 @@ async def _dlq(args: argparse.Namespace, settings: Settings, fix: bytes | None) 
             print(f"{name}: {header}")
         print(f"key: {letter.key}\n\n{letter.value.decode(errors='replace')}")
         return
-    topic = await dead_letters.replay(servers, letter, fix)
+    topic = await dead_letters.replay(
+        servers, letter, fix, security, replayed_by=args.by, reason=args.reason
+    )
     print(f"replayed {args.position} to {topic}")
 
 

@@ -8,7 +8,8 @@ from typing import Any
 import structlog
 import uvicorn
 
-from orchestrator import sagas, scheduler
+from orchestrator import sagas, scheduler, sealed
+from orchestrator.api import guards
 from orchestrator.api.app import create_app
 from orchestrator.api.auth import Authenticator
 from orchestrator.saga.definition import DefinitionRegistry
@@ -24,6 +25,7 @@ from orchestrator.transport.loop import consuming
 from orchestrator.transport.producer import Publisher
 from orchestrator.transport.publish_on_commit import PublishOnCommit
 from orchestrator.transport.relay import OutboxRelay
+from orchestrator.transport.security import kafka_security
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +48,8 @@ def build_service(
         build_registry(settings),
         settings.topic,
         max_input_bytes=settings.max_input_bytes,
+        keys=sealed.key_ring(settings),
+        idempotency_ttl_s=settings.idempotency_ttl_s,
     )
 
 
@@ -58,7 +62,9 @@ def run_api(settings: Settings, port: int | None = None) -> None:
     if authenticator.insecure:
         log.warning("api_insecure", detail="SAGA_INSECURE_DEV is set: no authentication")
     engine = engine_for(settings, settings.db_pool_size)
-    publisher = Publisher(settings.kafka_bootstrap_servers, "saga-api")
+    publisher = Publisher(
+        settings.kafka_bootstrap_servers, "saga-api", security=kafka_security(settings)
+    )
     publish = PublishOnCommit(publisher, SqlOutbox(engine).mark_published)
 
     async def schema_at_head() -> None:
@@ -77,6 +83,9 @@ def run_api(settings: Settings, port: int | None = None) -> None:
         max_batch_body_bytes=settings.max_batch_body_bytes,
         schema_check=schema_at_head,
         on_shutdown=close,
+        trusted_hosts=guards.allowed_hosts(settings.trusted_hosts, settings.api_host),
+        metrics_cache_s=settings.metrics_cache_s,
+        metrics_token=settings.metrics_token,
     )
     uvicorn.run(
         app,
@@ -90,7 +99,9 @@ def run_api(settings: Settings, port: int | None = None) -> None:
 def run_worker(settings: Settings) -> None:
     engine = engine_for(settings, settings.db_pool_size, pre_ping=False)
     asyncio.run(create_topics(settings))
-    publisher = Publisher(settings.kafka_bootstrap_servers, "saga-orchestrator")
+    publisher = Publisher(
+        settings.kafka_bootstrap_servers, "saga-orchestrator", security=kafka_security(settings)
+    )
     outbox = SqlOutbox(engine)
     relay = OutboxRelay(
         outbox,
@@ -99,6 +110,7 @@ def run_worker(settings: Settings) -> None:
         settings.relay_poll_interval_s,
         lease_s=settings.relay_lease_s,
         recover_after_s=settings.relay_recover_after_s,
+        retention_s=settings.outbox_retention_s,
     )
     publish = PublishOnCommit(publisher, outbox.mark_published, relay.wake)
     service = build_service(settings, engine, publish)

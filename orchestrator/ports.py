@@ -51,6 +51,7 @@ Started = tuple[Saga, bool] | Exception
 class Idempotency:
     key: str
     request_hash: str
+    expires_after_s: float | None = None  # an older saga's key is free for a new one
 
 
 class SagaStore(Protocol):
@@ -128,6 +129,11 @@ class OutboxStore(Protocol):
     async def release(self, owner: str) -> None: ...
 
     async def mark_published(self, ids: Sequence[int]) -> None: ...
+
+    async def newest_id(self) -> int | None: ...
+
+    async def purge(self, up_to_id: int, older_than_s: float, limit: int) -> int:
+        """Delete rows up to `up_to_id` published more than `older_than_s` ago; how many."""
 
     async def count_failure(self, row_id: int, reason: str) -> int | None:
         """One more failed attempt; the attempts so far, None if published meanwhile."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import structlog
 
-from orchestrator import metrics
+from orchestrator import input_schema, metrics, sealed
 from orchestrator.faults import holds_nul, printable
 from orchestrator.group_commit import GroupCommit
 from orchestrator.ports import (
@@ -27,7 +27,7 @@ from orchestrator.ports import (
 from orchestrator.saga import messages, operations
 from orchestrator.saga import saga as core
 from orchestrator.saga.contracts import Contracts
-from orchestrator.saga.definition import DefinitionRegistry, SagaDefinition
+from orchestrator.saga.definition import DefinitionRegistry, Payload, SagaDefinition
 from orchestrator.saga.errors import (
     IdempotencyConflictError,
     InputTooLargeError,
@@ -61,11 +61,16 @@ class SagaService:
         registry: DefinitionRegistry,
         topic_of: Callable[[str], str],
         max_input_bytes: int = 262_144,
+        keys: sealed.KeyRing | None = None,
+        idempotency_ttl_s: float | None = None,
     ) -> None:
         self._uow = uow
         self._registry = registry
         self._topic_of = topic_of
         self._max_input_bytes = max_input_bytes
+        self._idempotency_ttl_s = idempotency_ttl_s
+        # without a ring (tests of the core use cases), the public development key
+        self._keys = keys or sealed.KeyRing.development()
         self._known = [(d.name, d.version) for d in registry.all()]
         self._starts: GroupCommit[StartRequest, Started] = GroupCommit(self.start_sagas)
         # told the wake time of every saga this process stores (the timers sleep till then)
@@ -126,7 +131,8 @@ class SagaService:
 
     def _prepare(self, request: StartRequest) -> _Prepared:
         definition = self._registry.get(request.saga_type, request.version)
-        saga_input = definition.validate_input(request.input)
+        saga_id = request.saga_id or messages.new_id()
+        saga_input = self._seal(definition, definition.validate_input(request.input), saga_id)
         try:
             encoded = json.dumps(saga_input, separators=(",", ":"), default=str, allow_nan=False)
         except ValueError:
@@ -144,14 +150,25 @@ class SagaService:
         idempotency = None
         if request.idempotency_key is not None:
             request_hash = _request_hash(request.saga_type, request.version, saga_input)
-            idempotency = Idempotency(request.idempotency_key, request_hash)
+            idempotency = Idempotency(
+                request.idempotency_key, request_hash, self._idempotency_ttl_s
+            )
         return _Prepared(
-            definition,
-            saga_input,
-            idempotency,
-            request.saga_id or messages.new_id(),
-            request.trace_id or uuid.uuid4().hex,
+            definition, saga_input, idempotency, saga_id, request.trace_id or uuid.uuid4().hex
         )
+
+    def _seal(self, definition: SagaDefinition, saga_input: Payload, saga_id: str) -> Payload:
+        """Sensitive fields are sealed before anything is stored or sent."""
+        fields = input_schema.sensitive_fields(definition.validate_input)
+        if not fields:
+            return saga_input
+        result = dict(saga_input)
+        for field in fields:
+            if isinstance(result.get(field.path), str):
+                result[field.path] = self._keys.seal(
+                    result[field.path], field.reader, saga_id, field.path
+                )
+        return result
 
     async def _commit_starts(self, prepared: Sequence[_Prepared]) -> list[Started]:
         """One transaction for all: new sagas are stored, and a saga whose key (or id) was
@@ -193,8 +210,9 @@ class SagaService:
             )
         saga, stored_hash = by_key
         if stored_hash != request_hash:
+            # names neither the key (it may carry its caller's name) nor the saga
             return IdempotencyConflictError(
-                f"idempotency key {key!r} was used for a different request (saga {saga.id})"
+                "this idempotency key was used for a different request"
             )
         return (saga, False)
 
@@ -357,7 +375,10 @@ class SagaService:
 
 
 def _request_hash(saga_type: str, version: int | None, saga_input: Mapping[str, Any]) -> str:
-    canonical = json.dumps([saga_type, version, saga_input], sort_keys=True, default=str)
+    # sealed fields by their mask: a nonce makes each sealing differ, and a plain hash of
+    # the clear value could be brute-forced back into the card number
+    masked = sealed.masked(saga_input)
+    canonical = json.dumps([saga_type, version, masked], sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

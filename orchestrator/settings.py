@@ -9,6 +9,7 @@ from typing import Literal
 import pydantic
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from orchestrator import sealed
 from orchestrator.saga.errors import OrchestratorError
 
 
@@ -110,6 +111,102 @@ class Settings(BaseSettings):
         description="largest saga input, as JSON: its commands must fit the broker's 1 MiB",
     )
     payment_limit: str = pydantic.Field(default="10000.00", pattern=r"^[0-9]+(\.[0-9]{1,2})?$")
+    data_keys: str = pydantic.Field(
+        default="",
+        repr=False,
+        description="<key id>:<base64 of 32 bytes>,...: the AES-GCM keys of sensitive fields "
+        "(the api: those of the participants it seals for; a participant: its own)",
+    )
+    data_key_ids: str = pydantic.Field(
+        default="",
+        description="<participant>=<key id>,...: the key that seals new fields for each "
+        "reader; the others in SAGA_DATA_KEYS stay readable",
+    )
+    dev_keys: bool = pydantic.Field(
+        default=False,
+        description="without SAGA_DATA_KEYS, seal with the public development key "
+        "(development only; also implied by SAGA_INSECURE_DEV)",
+    )
+    outbox_retention_s: float = pydantic.Field(
+        default=3600,
+        ge=0,
+        le=30 * 86_400,
+        description="how long a published outbox row is kept before the relay deletes it",
+    )
+    session_secret: str = pydantic.Field(
+        default="",
+        repr=False,
+        pattern=r"^(|.{16,})$",
+        description="signs the dashboard's session cookies (16+ characters); unset: a "
+        "random one per process, so sessions end when the api restarts",
+    )
+    session_ttl_s: int = pydantic.Field(
+        default=28_800, ge=60, le=30 * 86_400, description="how long a dashboard login lasts"
+    )
+    trusted_hosts: str = pydantic.Field(
+        default="",
+        description="comma-separated Host names the api answers (`*.example.com` allowed, "
+        "`*` for any); unset: localhost, 127.0.0.1, ::1 and SAGA_API_HOST",
+    )
+    metrics_cache_s: float = pydantic.Field(
+        default=15, ge=0, le=3600, description="how long /metrics reuses its database gauges"
+    )
+    metrics_token: str = pydantic.Field(
+        default="", repr=False, description="a bearer token /metrics requires; unset: none"
+    )
+    idempotency_ttl_s: float = pydantic.Field(
+        default=86_400,
+        ge=1,
+        le=365 * 86_400,
+        description="how long an idempotency key returns its saga; an older key starts anew",
+    )
+
+    @pydantic.field_validator("data_keys")
+    @classmethod
+    def _data_keys(cls, value: str) -> str:
+        sealed.parse_keys(value)
+        return value
+
+    @pydantic.field_validator("data_key_ids")
+    @classmethod
+    def _data_key_ids(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        keys = info.data.get("data_keys")
+        if keys is None:
+            return value  # the keys are invalid: that is the error reported
+        held = sealed.parse_keys(keys)
+        for reader, key_id in sealed.parse_key_ids(value).items():
+            if key_id not in held:
+                raise ValueError(f"{reader}={key_id}: {key_id} is not in SAGA_DATA_KEYS")
+        return value
+
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = pydantic.Field(
+        default="PLAINTEXT",
+        description="how clients talk to Kafka: PLAINTEXT; SSL (TLS, optionally with a client "
+        "certificate); SASL_SSL (TLS plus a SASL login with SAGA_KAFKA_USERNAME/PASSWORD)",
+    )
+    kafka_sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = pydantic.Field(
+        default="SCRAM-SHA-512", description="the SASL mechanism of SASL_SSL"
+    )
+    kafka_username: str = pydantic.Field(
+        default="", description="the SASL user (the Kafka principal User:<name>) of SASL_SSL"
+    )
+    kafka_password: str = pydantic.Field(
+        default="", description="the SASL password of SASL_SSL", repr=False, validate_default=True
+    )
+    kafka_ssl_cafile: str = pydantic.Field(
+        default="",
+        description="PEM file of the CA that signed the brokers' certificates (SSL, SASL_SSL); "
+        "empty: the system's CAs",
+    )
+    kafka_ssl_certfile: str = pydantic.Field(
+        default="", description="PEM client certificate (SSL client authentication); optional"
+    )
+    kafka_ssl_keyfile: str = pydantic.Field(
+        default="",
+        description="PEM private key of SAGA_KAFKA_SSL_CERTFILE",
+        repr=False,
+        validate_default=True,
+    )
 
     @pydantic.field_validator("database_url")
     @classmethod
@@ -125,6 +222,22 @@ class Settings(BaseSettings):
         interval = info.data.get("timer_interval_s")
         if interval is not None and value < 2 * interval:
             raise ValueError(f"must be at least twice SAGA_TIMER_INTERVAL_S ({interval} s)")
+        return value
+
+    @pydantic.field_validator("kafka_password")
+    @classmethod
+    def _sasl_login(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        if info.data.get("kafka_security_protocol") == "SASL_SSL" and not (
+            value and info.data.get("kafka_username")
+        ):
+            raise ValueError("SASL_SSL needs SAGA_KAFKA_USERNAME and SAGA_KAFKA_PASSWORD")
+        return value
+
+    @pydantic.field_validator("kafka_ssl_keyfile")
+    @classmethod
+    def _key_with_certificate(cls, value: str, info: pydantic.ValidationInfo) -> str:
+        if bool(value) != bool(info.data.get("kafka_ssl_certfile")):
+            raise ValueError("SAGA_KAFKA_SSL_CERTFILE and SAGA_KAFKA_SSL_KEYFILE go together")
         return value
 
     @property

@@ -10,6 +10,7 @@ from orchestrator.store.unit_of_work import engine_for
 from orchestrator.transport import consumer, faust_app, topics
 from orchestrator.transport.loop import consuming
 from orchestrator.transport.producer import Publisher
+from orchestrator.transport.security import kafka_security
 from participants.kit import migrate
 from participants.kit.participant import CommandProcessor, Participant
 
@@ -19,7 +20,11 @@ def serve(participant: Participant, settings: Settings, web_port: int = 0) -> No
     name = participant.name
     asyncio.run(topics.ensure_topics(settings, [name]))
     engine = engine_for(settings, 4, pre_ping=False)
-    publisher = Publisher(settings.kafka_bootstrap_servers, f"saga-participant-{name}")
+    publisher = Publisher(
+        settings.kafka_bootstrap_servers,
+        f"saga-participant-{name}",
+        security=kafka_security(settings),
+    )
     processor = CommandProcessor(participant, engine, publisher, settings.topic("replies"))
 
     apply_commands = consumer.applying(processor.process_many, publisher)

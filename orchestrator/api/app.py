@@ -6,10 +6,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from orchestrator.api import errors, routes, ui
+from orchestrator.api import errors, guards, routes, ui
 from orchestrator.api.auth import Authenticator
 from orchestrator.service import SagaService
 from orchestrator.store.queries import SqlSagaReader
@@ -24,6 +25,9 @@ def create_app(
     max_batch_body_bytes: int = 16_777_216,
     schema_check: Callable[[], Awaitable[None]] | None = None,
     on_shutdown: Callable[[], Awaitable[None]] | None = None,
+    trusted_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
+    metrics_cache_s: float = 15.0,
+    metrics_token: str = "",
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -36,24 +40,34 @@ def create_app(
         version="0.1.0",
         description="Start distributed transactions with compensation, follow them, act on them.",
         lifespan=lifespan,
+        # Swagger UI and ReDoc load their scripts from a CDN: only the schema is served
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = service
     app.state.reader = reader
     app.state.auth = authenticator
     app.state.schema_check = schema_check
+    app.state.metrics = routes.CachedStats(reader, metrics_cache_s)
+    app.state.metrics_token = metrics_token
     errors.install(app)
     app.include_router(routes.router)
     app.include_router(ui.router)
 
+    # the last added runs first: every answer, refusals included, gets the headers
     app.add_middleware(
         BodyLimit, max_bytes=max_body_bytes, larger={"/sagas/batch": max_batch_body_bytes}
     )
+    app.add_middleware(guards.TrustedHosts, allowed=trusted_hosts)
+    app.add_middleware(guards.SecurityHeaders)
     return app
 
 
 class BodyLimit:
-    """Refuses a request whose declared body is too large before reading it (plain ASGI:
-    starlette's BaseHTTPMiddleware would cost every request a task and a stream)."""
+    """Refuses a request whose body is too large: at once when its Content-Length says so,
+    else (a chunked body) as soon as the bytes received pass the limit, before the app has
+    read the rest. Plain ASGI: starlette's BaseHTTPMiddleware would cost every request a task
+    and a stream."""
 
     def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int]) -> None:
         self._app = app
@@ -61,13 +75,39 @@ class BodyLimit:
         self._larger = larger  # path -> its own limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            limit = self._larger.get(scope["path"], self._max_bytes)
-            length = Headers(scope=scope).get("content-length")
-            if length is not None and (not length.isdigit() or int(length) > limit):
-                response = errors.error_response(
-                    413, "body_too_large", f"the request body is limited to {limit} bytes"
-                )
-                await response(scope, receive, send)
-                return
-        await self._app(scope, receive, send)
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        limit = self._larger.get(scope["path"], self._max_bytes)
+        length = Headers(scope=scope).get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            await _too_large(limit)(scope, receive, send)
+            return
+        received = 0
+        refused = False
+
+        async def counted() -> Message:
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    await _too_large(limit)(scope, receive, send)
+                    # the app sees a client gone away and stops; its answer is dropped
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def unless_refused(message: Message) -> None:
+            if not refused:
+                await send(message)
+
+        await self._app(scope, counted, unless_refused)
+
+
+def _too_large(limit: int) -> JSONResponse:
+    return errors.error_response(
+        413, "body_too_large", f"the request body is limited to {limit} bytes"
+    )

@@ -30,11 +30,23 @@ STATUS_OF: dict[type[errors.OrchestratorError], tuple[int, str]] = {
 }
 
 
+MAX_DETAILS = 20
+
+
 def error_response(
     status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "details": details or []}}
+    message, details = bounded(message, details or [])
+    body = {"error": {"code": code, "message": message, "details": details}}
     return JSONResponse(status_code=status, content=body)
+
+
+def bounded(message: str, details: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]]]:
+    """An input with thousands of unknown keys must not have them all echoed back."""
+    if len(details) <= MAX_DETAILS:
+        return message, details
+    summary = f"{message} ({len(details)} problems, the first {MAX_DETAILS} listed)"
+    return summary, details[:MAX_DETAILS]
 
 
 def answer_for(exc: Exception) -> tuple[int, str, str, list[dict[str, Any]]]:
@@ -44,7 +56,7 @@ def answer_for(exc: Exception) -> tuple[int, str, str, list[dict[str, Any]]]:
             if error_type in STATUS_OF:
                 status, code = STATUS_OF[error_type]
                 problems = exc.problems if isinstance(exc, errors.InvalidSagaInputError) else []
-                return status, code, exc.message, [dict(p) for p in problems]
+                return status, code, *bounded(exc.message, [dict(p) for p in problems])
     if isinstance(exc, sa_exc.DataError) or (isinstance(exc, StoreError) and exc.value_refused):
         return 422, "invalid_value", "a value of the request cannot be stored or compared", []
     if isinstance(exc, StoreError) and exc.fault is not Fault.POISON:

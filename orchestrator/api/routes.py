@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import hmac
 import re
-import uuid
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Path, Query, Request, Response, status
+from fastapi import (
+    APIRouter,
+    Depends,
+    Header,
+    HTTPException,
+    Path,
+    Query,
+    Request,
+    Response,
+    status,
+)
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -76,20 +88,31 @@ async def start_saga(
     request: Request,
     response: Response,
     sagas: Sagas,
-    _: Operator,
+    who: Operator,
     idempotency_key: Annotated[
         str | None,
-        Header(max_length=200, description="the same key and body return the same saga"),
+        Header(
+            min_length=1,
+            max_length=200,
+            pattern=r"^[\x20-\x7e]+$",
+            description="the same key and body return the same saga (printable ASCII)",
+        ),
     ] = None,
 ) -> schemas.SagaStarted:
     trace_id = codec.trace_id_of(request.headers.get("traceparent"))
     saga, created = await sagas.start_saga(
-        body.type, body.input, body.version, idempotency_key, trace_id
+        body.type, body.input, body.version, scoped(who, idempotency_key), trace_id
     )
     if not created:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = str(request.url_for("get_saga", saga_id=saga.id))
     return schemas.SagaStarted(id=saga.id, status=saga.status.value)
+
+
+def scoped(who: auth.Principal, key: str | None) -> str | None:
+    """Each caller has its own keys: the same key from another token starts its own saga.
+    The separator cannot occur in a key (printable ASCII only)."""
+    return None if key is None else f"{who.name}\x1f{key}"
 
 
 @router.post(
@@ -102,12 +125,14 @@ async def start_saga(
     "itself. An item with an `idempotencyKey` started before returns that saga with 200.",
 )
 async def start_sagas(
-    body: schemas.StartSagaBatch, request: Request, sagas: Sagas, _: Operator
+    body: schemas.StartSagaBatch, request: Request, sagas: Sagas, who: Operator
 ) -> schemas.BatchResult:
     trace_id = codec.trace_id_of(request.headers.get("traceparent"))
     started = await sagas.start_sagas(
         [
-            StartRequest(item.type, item.input, item.version, item.idempotency_key, trace_id)
+            StartRequest(
+                item.type, item.input, item.version, scoped(who, item.idempotency_key), trace_id
+            )
             for item in body.sagas
         ]
     )
@@ -209,7 +234,7 @@ async def stats(sagas: Reader, _: Viewer) -> dict[str, Any]:
     summary="Read a saga with its steps and timeline",
 )
 async def get_saga(saga_id: SagaId, sagas: Reader, _: Viewer) -> dict[str, Any]:
-    view = await sagas.saga_view(saga_id) if _is_uuid(saga_id) else None
+    view = await sagas.saga_view(saga_id) if is_uuid(saga_id) else None
     if view is None:
         raise SagaNotFoundError(f"no saga has id {saga_id}")
     return view
@@ -230,7 +255,7 @@ async def get_timeline(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> schemas.TimelinePage:
-    items = await sagas.timeline_page(saga_id, after, limit) if _is_uuid(saga_id) else None
+    items = await sagas.timeline_page(saga_id, after, limit) if is_uuid(saga_id) else None
     if items is None:
         raise SagaNotFoundError(f"no saga has id {saga_id}")
     next_after = items[-1]["id"] if len(items) == limit else None
@@ -246,7 +271,7 @@ async def _act(
     reads: SqlSagaReader,
     step: str | None = None,
 ) -> dict[str, Any]:
-    if not _is_uuid(saga_id):
+    if not is_uuid(saga_id):
         raise SagaNotFoundError(f"no saga has id {saga_id}")
     await sagas.operate(saga_id, action, who.name, body.reason, step)
     view = await reads.saga_view(saga_id)
@@ -316,13 +341,44 @@ async def fence(
     return await _act(saga_id, "fence", body, who, sagas, reads, step)
 
 
+class CachedStats:
+    """The database's gauges for /metrics: one stats query per `max_age_s` however often
+    Prometheus scrapes, and one at a time (a slow query is not started again meanwhile)."""
+
+    def __init__(self, reader: SqlSagaReader, max_age_s: float) -> None:
+        self._reader = reader
+        self._max_age_s = max_age_s
+        self._stats: dict[str, Any] | None = None
+        self._at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get(self) -> dict[str, Any]:
+        async with self._lock:
+            if self._stats is None or time.monotonic() - self._at >= self._max_age_s:
+                self._stats = await self._reader.stats()
+                self._at = time.monotonic()
+            return self._stats
+
+
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    summary="Prometheus metrics: this process's counters and the database's gauges",
+    responses=_responses(401),
+    summary="Prometheus metrics: this process's counters and the database's gauges (cached "
+    "for SAGA_METRICS_CACHE_S; a bearer token when SAGA_METRICS_TOKEN is set)",
 )
-async def prometheus_metrics(sagas: Reader) -> PlainTextResponse:
-    body = generate_latest() + metrics.database_gauges(await sagas.stats(), datetime.now(UTC))
+async def prometheus_metrics(request: Request) -> PlainTextResponse:
+    expected: str = request.app.state.metrics_token
+    if expected:
+        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(
+                401,
+                "/metrics needs the SAGA_METRICS_TOKEN bearer token",
+                {"WWW-Authenticate": "Bearer"},
+            )
+    cached: CachedStats = request.app.state.metrics
+    body = generate_latest() + metrics.database_gauges(await cached.get(), datetime.now(UTC))
     return PlainTextResponse(body, media_type=CONTENT_TYPE_LATEST)
 
 
@@ -356,9 +412,11 @@ def _aware(at: datetime | None) -> datetime | None:
     return at.replace(tzinfo=UTC) if at is not None and at.tzinfo is None else at
 
 
-def _is_uuid(value: str) -> bool:
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
+_UUID = re.compile(
+    r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+)
+
+
+def is_uuid(value: str) -> bool:
+    """The canonical form only: Python also takes `urn:uuid:…` and braces, PostgreSQL not."""
+    return _UUID.fullmatch(value) is not None

@@ -43,7 +43,8 @@ class StartSagaItem(StartSaga):
         alias="idempotencyKey",
         min_length=1,
         max_length=200,
-        description="the same key and item return the same saga",
+        pattern=r"^[\x20-\x7e]+$",
+        description="the same key and item return the same saga (printable ASCII)",
     )
 
 

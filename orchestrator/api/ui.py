@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import urllib.parse
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,8 +11,8 @@ from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from orchestrator.api import auth, diagram_svg
-from orchestrator.api.routes import Reader, Sagas
+from orchestrator.api import auth, diagram_svg, session
+from orchestrator.api.routes import Reader, Sagas, is_uuid
 from orchestrator.saga.errors import OrchestratorError
 from orchestrator.saga.machine import SagaStatus
 from orchestrator.store.queries import SagaFilter
@@ -21,32 +22,111 @@ templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 PAGE = 25
 
 
-def _who(request: Request) -> auth.Principal | None:
+def _signed_in(request: Request) -> tuple[auth.Principal, dict[str, str]] | None:
     authenticator: auth.Authenticator = request.app.state.auth
-    return authenticator.principal(request)
+    return authenticator.session(request)
+
+
+def _who(request: Request) -> auth.Principal | None:
+    signed_in = _signed_in(request)
+    return signed_in[0] if signed_in else None
+
+
+def _sessions(request: Request) -> session.Sessions:
+    authenticator: auth.Authenticator = request.app.state.auth
+    return authenticator.sessions
 
 
 def _page(request: Request, name: str, **context: Any) -> HTMLResponse:
     flash = request.query_params.get("done") or request.query_params.get("error")
     kind = "ok" if "done" in request.query_params else "error"
+    signed_in = _signed_in(request)
+    csrf = _sessions(request).csrf_token(signed_in[1]["sid"]) if signed_in else ""
     return templates.TemplateResponse(
-        request, name, {"who": _who(request), "flash": flash, "flash_kind": kind, **context}
+        request,
+        name,
+        {
+            "who": signed_in[0] if signed_in else None,
+            "csrf": csrf,
+            "flash": flash[:200] if flash else None,
+            "flash_kind": kind,
+            **context,
+        },
     )
+
+
+def _forged(request: Request) -> HTMLResponse:
+    page = _page(
+        request,
+        "login.html",
+        csrf="",
+        flash="the form was not sent from this site; reload the page and try again",
+        flash_kind="error",
+    )
+    page.status_code = 403
+    return page
 
 
 @router.get("/login")
 async def login_page(request: Request) -> HTMLResponse:
-    return _page(request, "login.html")
+    nonce = request.cookies.get(session.LOGIN_COOKIE) or secrets.token_urlsafe(16)
+    page = _page(request, "login.html", csrf=_sessions(request).csrf_token("login:" + nonce))
+    page.set_cookie(
+        session.LOGIN_COOKIE,
+        nonce,
+        max_age=3600,
+        httponly=True,
+        samesite="strict",
+        secure=session.secure(request),
+        path="/ui",
+    )
+    return page
 
 
 @router.post("/login")
-async def login(request: Request, token: Annotated[str, Form()]) -> Response:
+async def login(
+    request: Request,
+    token: Annotated[str, Form(max_length=1000)],
+    csrf: Annotated[str, Form(max_length=200)] = "",
+) -> Response:
+    sessions = _sessions(request)
+    nonce = request.cookies.get(session.LOGIN_COOKIE, "")
+    if not (
+        session.same_origin(request) and nonce and sessions.csrf_valid("login:" + nonce, csrf)
+    ):
+        return _forged(request)
     authenticator: auth.Authenticator = request.app.state.auth
     if authenticator.lookup(token) is None:
         return RedirectResponse("/ui/login?error=unknown+token", status_code=303)
     response = RedirectResponse("/ui", status_code=303)
-    response.set_cookie(auth.COOKIE, token, httponly=True, samesite="strict")
+    response.set_cookie(
+        session.COOKIE,
+        sessions.issue(sessions.fingerprint(token)),
+        max_age=sessions.ttl_s,
+        httponly=True,
+        samesite="strict",
+        secure=session.secure(request),
+        path="/ui",
+    )
+    response.delete_cookie(session.LOGIN_COOKIE, path="/ui")
     return response
+
+
+@router.post("/logout")
+async def logout(request: Request, csrf: Annotated[str, Form(max_length=200)] = "") -> Response:
+    signed_in = _signed_in(request)
+    if signed_in is None:
+        return RedirectResponse("/ui/login", status_code=303)
+    if not _form_is_genuine(request, signed_in[1], csrf):
+        return _forged(request)
+    _sessions(request).revoke(signed_in[1])
+    response = RedirectResponse("/ui/login?done=signed+out", status_code=303)
+    response.delete_cookie(session.COOKIE, path="/ui")
+    return response
+
+
+def _form_is_genuine(request: Request, current: dict[str, str], csrf: str) -> bool:
+    return session.same_origin(request) and _sessions(request).csrf_valid(current["sid"], csrf)
 
 
 @router.get("")
@@ -76,18 +156,20 @@ async def saga_detail(request: Request, saga_id: str, reads: Reader, sagas: Saga
     who = _who(request)
     if who is None:
         return RedirectResponse("/ui/login", status_code=303)
-    view = await reads.saga_view(saga_id) if _looks_like_uuid(saga_id) else None
+    view = await reads.saga_view(saga_id) if is_uuid(saga_id) else None
     if view is None:
-        return _page(
+        page = _page(
             request,
             "list.html",
             sagas=[],
             statuses=[],
             status=None,
             counts_text="",
-            flash=f"no saga has id {saga_id}",
+            flash=f"no saga has id {saga_id[:100]}",
             flash_kind="error",
         )
+        page.status_code = 404
+        return page
     definition = sagas.definition(view["type"], view["definition_version"])
     statuses = {s["name"]: s["status"] for s in view["steps"]}
     return _page(
@@ -101,11 +183,21 @@ async def saga_detail(request: Request, saga_id: str, reads: Reader, sagas: Saga
 
 @router.post("/sagas/{saga_id}/{action}")
 async def act(
-    request: Request, saga_id: str, action: str, reason: Annotated[str, Form()], sagas: Sagas
+    request: Request,
+    saga_id: str,
+    action: str,
+    reason: Annotated[str, Form(min_length=1, max_length=1000)],
+    sagas: Sagas,
+    csrf: Annotated[str, Form(max_length=200)] = "",
 ) -> Response:
-    who = _who(request)
-    if who is None:
+    signed_in = _signed_in(request)
+    if signed_in is None:
         return RedirectResponse("/ui/login", status_code=303)
+    who, current = signed_in
+    if not _form_is_genuine(request, current, csrf):
+        return _forged(request)
+    if not is_uuid(saga_id):
+        return RedirectResponse("/ui?error=no+such+saga", status_code=303)
     target = f"/ui/sagas/{saga_id}"
     if who.role < auth.Role.OPERATOR or action not in ("abort", "retry"):
         return RedirectResponse(f"{target}?error=not+allowed", status_code=303)
@@ -124,7 +216,3 @@ def _current_step(view: dict[str, Any]) -> str | None:
     if active:
         return str(max(active, key=lambda s: s["updated_at"])["name"])
     return None
-
-
-def _looks_like_uuid(value: str) -> bool:
-    return len(value) == 36 and value.count("-") == 4

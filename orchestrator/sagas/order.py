@@ -34,7 +34,11 @@ class OrderInput(_Model):
     items: Annotated[list[OrderItem], pydantic.Field(min_length=1, max_length=100)]
     amount: Annotated[Decimal, pydantic.Field(gt=0, max_digits=12, decimal_places=2)]
     currency: Annotated[str, pydantic.StringConstraints(pattern=r"^[A-Z]{3}$")]
-    card: Annotated[str, pydantic.StringConstraints(pattern=r"^[0-9]{12,19}$")]
+    card: Annotated[
+        str,
+        pydantic.StringConstraints(pattern=r"^[0-9]{12,19}$"),
+        input_schema.Sensitive(reader="payment"),
+    ]
     shippingAddress: ShippingAddress
 
 
@@ -55,7 +59,7 @@ def _charge(inp: Mapping[str, Any], ctx: Mapping[str, Any]) -> Payload:
         "customerId": inp["customerId"],
         "amount": inp["amount"],
         "currency": inp["currency"],
-        "card": inp["card"],
+        "card": inp["card"],  # sealed for payment: copied as it is
     }
 
 

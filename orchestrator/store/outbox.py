@@ -89,6 +89,21 @@ _MARK_PUBLISHED = (
     .where(outbox.c.id == sa.func.any(sa.bindparam("ids")), outbox.c.published_at.is_(None))
     .values(published_at=sa.func.now())
 )
+_NEWEST_ID = sa.select(sa.func.max(outbox.c.id))
+# Bounded by id: publication time has no index, and the rows up to an id seen long enough
+# ago are the old ones, nearly all of them published, so the scan reads little else.
+_PURGE = outbox.delete().where(
+    outbox.c.id.in_(
+        sa.select(outbox.c.id)
+        .where(
+            outbox.c.id <= sa.bindparam("up_to"),
+            outbox.c.published_at
+            < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam("older_than")),
+        )
+        .order_by(outbox.c.id)
+        .limit(sa.bindparam("limit"))
+    )
+)
 # A mark lost with a crash costs one more publication of the row (by the relay), which every
 # consumer ignores: the mark need not wait for the disk.
 _NO_FLUSH_WAIT = sa.text("SET LOCAL synchronous_commit = off")
@@ -130,6 +145,20 @@ class SqlOutbox:
         async with self._transaction() as conn:
             await conn.execute(_NO_FLUSH_WAIT)
             await conn.execute(_MARK_PUBLISHED, {"ids": list(ids)})
+
+    async def newest_id(self) -> int | None:
+        async with self._transaction() as conn:
+            newest = await conn.scalar(_NEWEST_ID)
+            return int(newest) if newest is not None else None
+
+    async def purge(self, up_to_id: int, older_than_s: float, limit: int) -> int:
+        """Delete up to `limit` rows, up to `up_to_id`, published more than `older_than_s`
+        ago; return how many. Unpublished and parked rows stay."""
+        async with self._transaction() as conn:
+            deleted = await conn.execute(
+                _PURGE, {"up_to": up_to_id, "older_than": older_than_s, "limit": limit}
+            )
+            return deleted.rowcount
 
     async def count_failure(self, row_id: int, reason: str) -> int | None:
         """One more failed attempt of the row; None when it was published meanwhile."""

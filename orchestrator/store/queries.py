@@ -5,16 +5,19 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from orchestrator import sealed
 from orchestrator.saga.errors import InvalidQueryError
 from orchestrator.saga.machine import ACTIVE, TERMINAL, SagaStatus, StepStatus
 from orchestrator.store.tables import outbox, saga, saga_step, saga_timeline
 
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 NOT_TERMINAL = tuple(sorted(s.value for s in SagaStatus if s not in TERMINAL))
 
 
@@ -59,14 +62,18 @@ class SqlSagaReader:
                 .order_by(saga_step.c.position)
             )
             timeline = await _timeline(conn, saga_id, None, timeline_limit)
-            return {
-                **_summary(row),
-                "input": row["input"],
-                "context": row["context"],
-                "steps": [_step(s) for s in steps.mappings()],
-                "timeline": timeline,
-                "wake_at": row["wake_at"],
-            }
+            # everything that shows a saga reads it here: sealed fields leave as their mask
+            view: dict[str, Any] = sealed.masked(
+                {
+                    **_summary(row),
+                    "input": row["input"],
+                    "context": row["context"],
+                    "steps": [_step(s) for s in steps.mappings()],
+                    "timeline": timeline,
+                    "wake_at": row["wake_at"],
+                }
+            )
+            return view
 
     async def list_sagas(
         self, where: SagaFilter, limit: int, cursor: str | None
@@ -220,7 +227,10 @@ def _decode_cursor(cursor: str) -> tuple[datetime, str]:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created_at, saga_id = json.loads(raw)
-        return datetime.fromisoformat(created_at), str(saga_id)
+        at = datetime.fromisoformat(created_at)
+        if at.tzinfo is None or _UUID.fullmatch(saga_id) is None:
+            raise ValueError("not a cursor this api gave out")
+        return at, saga_id
     except (ValueError, TypeError, RecursionError) as exc:
         raise InvalidCursorError(f"the cursor {cursor[:100]!r} is not valid") from exc
 

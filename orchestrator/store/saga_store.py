@@ -158,6 +158,7 @@ class SqlSagaStore:
     ) -> None:
         """Store new sagas; `flush` returns those not stored because their id or their
         idempotency key was taken (their steps, timeline and messages are not stored)."""
+        await self._release_expired_keys([i for _, i in new if i is not None], now)
         for saga_row, idempotency in new:
             self._inserted.append(
                 {
@@ -180,6 +181,19 @@ class SqlSagaStore:
                 _step_row(saga_row.id, i, st, now) for i, st in enumerate(saga_row.steps.values())
             ]
             saga_row.version = 1
+
+    async def _release_expired_keys(self, keys: Sequence[Idempotency], now: datetime) -> None:
+        """A key whose saga is older than its expiry starts a new saga: the old one lets go
+        of it (its row lock makes a concurrent start with the key wait for this one)."""
+        by_expiry: dict[float, list[str]] = {}
+        for idempotency in keys:
+            if idempotency.expires_after_s is not None:
+                by_expiry.setdefault(idempotency.expires_after_s, []).append(idempotency.key)
+        for expires_after_s, expiring in by_expiry.items():
+            await self._rows(
+                _RELEASE_KEYS,
+                {"keys": expiring, "before": now - timedelta(seconds=expires_after_s)},
+            )
 
     async def find_by_idempotency_key(self, key: str) -> tuple[Saga, str] | None:
         rows = await self._rows(_BY_KEY, {"key": key})
@@ -323,6 +337,11 @@ _LOAD_STEPS = """
     FROM saga_step WHERE saga_id = ANY(%(ids)s::uuid[]) ORDER BY saga_id, position
 """
 _BY_KEY = "SELECT id::text, request_hash FROM saga WHERE idempotency_key = %(key)s"
+_RELEASE_KEYS = """
+    UPDATE saga SET idempotency_key = NULL
+    WHERE idempotency_key = ANY(%(keys)s::text[]) AND created_at < %(before)s
+    RETURNING id::text
+"""
 _NOW = "SELECT now()"
 
 

@@ -46,6 +46,7 @@ def create_engine(
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=pre_ping,
+        hide_parameters=True,  # a failed statement's error must not carry saga input into logs
         connect_args={"options": timeouts.options()},
     )
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from orchestrator.saga.errors import OrchestratorError
@@ -12,10 +14,18 @@ from orchestrator.transport.producer import Publisher, Record
 from orchestrator.transport.topics import DLQ_SUFFIX
 
 ORIGIN_HEADERS = ("failure_reason", "original_topic", "original_partition", "original_offset")
+# who replayed a message and why travel with it, so that its consumer's log can tell
+REPLAY_HEADERS = ("replayedBy", "replayReason")
+
+log = structlog.get_logger(__name__)
 
 
 class DeadLetterNotFoundError(OrchestratorError):
     """No dead letter is at this partition and offset."""
+
+
+class ReplayRefusedError(OrchestratorError):
+    """A replay needs a reason and an operator, for the record."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,10 +45,16 @@ class DeadLetter:
         return self.headers.get("original_topic", "")
 
 
-async def read(bootstrap_servers: str, topic: str, limit: int = 1000) -> list[DeadLetter]:
+async def read(
+    bootstrap_servers: str,
+    topic: str,
+    limit: int = 1000,
+    security: Mapping[str, Any] | None = None,
+) -> list[DeadLetter]:
     """Every dead letter of `topic` (the .dlq suffix may be left out), oldest first."""
     topic = topic if topic.endswith(DLQ_SUFFIX) else topic + DLQ_SUFFIX
     consumer = AIOKafkaConsumer(
+        **(security or {}),
         bootstrap_servers=bootstrap_servers.split(","),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
@@ -85,16 +101,39 @@ def _letter(record: object) -> DeadLetter:
     )
 
 
-async def replay(bootstrap_servers: str, letter: DeadLetter, value: bytes | None = None) -> str:
-    """Publish the letter (or a fixed `value`) to its original topic; return that topic."""
+async def replay(
+    bootstrap_servers: str,
+    letter: DeadLetter,
+    value: bytes | None = None,
+    security: Mapping[str, Any] | None = None,
+    *,
+    replayed_by: str,
+    reason: str,
+) -> str:
+    """Publish the letter (or a fixed `value`) to its original topic; return that topic.
+    Who and why are logged and carried in the message's headers."""
     if not letter.original_topic:
         raise DeadLetterNotFoundError("the dead letter does not say where it came from")
-    headers = [(k, v.encode()) for k, v in letter.headers.items() if k not in ORIGIN_HEADERS]
-    publisher = Publisher(bootstrap_servers, "saga-dlq-replay")
+    if not (reason.strip() and replayed_by.strip()):
+        raise ReplayRefusedError()
+    dropped = (*ORIGIN_HEADERS, *REPLAY_HEADERS)
+    headers = [(k, v.encode()) for k, v in letter.headers.items() if k not in dropped]
+    headers += [("replayedBy", replayed_by.encode()), ("replayReason", reason.encode())]
+    publisher = Publisher(bootstrap_servers, "saga-dlq-replay", security=security)
     try:
         await publisher.publish(
             [Record(letter.original_topic, letter.key, value or letter.value, headers)]
         )
     finally:
         await publisher.stop()
+    log.warning(
+        "dlq_replayed",
+        replayed_by=replayed_by,
+        reason=reason,
+        to_topic=letter.original_topic,
+        dead_letter=f"{letter.partition}:{letter.offset}",
+        failure_reason=letter.reason,
+        fixed=value is not None,
+        message_key=letter.key,
+    )
     return letter.original_topic

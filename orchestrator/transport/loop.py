@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from orchestrator import metrics
 from orchestrator.settings import Settings
 from orchestrator.transport.consumer import Consumed
+from orchestrator.transport.security import kafka_security
 
 log = structlog.get_logger(__name__)
 
@@ -43,6 +44,7 @@ class ConsumerLoop:
         session_timeout_s: float = 30.0,
         commit_interval_s: float = 0.5,
         idle_wait_s: float = 5.0,
+        security: Mapping[str, Any] | None = None,
     ) -> None:
         self.topic = topic
         self._apply = apply
@@ -50,6 +52,7 @@ class ConsumerLoop:
         self._commit_interval_s = commit_interval_s
         self._idle_wait_ms = int(idle_wait_s * 1000)
         self._config: dict[str, Any] = {
+            **(security or {}),
             "bootstrap_servers": bootstrap_servers.split(","),
             "group_id": group_id,
             "client_id": group_id,
@@ -169,6 +172,7 @@ def consuming(settings: Settings, group: str, channel: str, apply: Apply) -> Con
         settings.topic(channel),
         apply,
         session_timeout_s=settings.consumer_session_timeout_s,
+        security=kafka_security(settings),
     )
 
 

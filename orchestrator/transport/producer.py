@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer
@@ -50,11 +51,19 @@ class Sent:
 
 
 class Publisher:
-    def __init__(self, bootstrap_servers: str, client_id: str, linger_ms: int = 0) -> None:
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        client_id: str,
+        linger_ms: int = 0,
+        security: Mapping[str, Any] | None = None,
+    ) -> None:
         """linger 0: a record goes out at once when the connection is idle, and records that
         arrive while a request is in flight wait for it and go out together, so batches
-        grow with the load without a fixed delay at low load."""
-        self._config = {
+        grow with the load without a fixed delay at low load. `security`: see
+        transport.security.kafka_security."""
+        self._config: dict[str, Any] = {
+            **(security or {}),
             "bootstrap_servers": bootstrap_servers.split(","),
             "client_id": client_id,
             "acks": "all",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import os
 import socket
+import time
 import uuid
 
 import structlog
@@ -41,6 +43,7 @@ class OutboxRelay:
         lease_s: float = 5.0,
         max_attempts: int = 5,
         recover_after_s: float = 2.0,
+        retention_s: float | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -51,6 +54,9 @@ class OutboxRelay:
         self._recover_after_s = recover_after_s
         self._owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._wake = asyncio.Event()
+        self._retention_s = retention_s  # None: published rows are kept
+        # (when, newest row id then): the ids old enough to purge, without an index on time
+        self._seen: collections.deque[tuple[float, int]] = collections.deque()
 
     def wake(self) -> None:
         """Look now: this process left rows unpublished."""
@@ -71,7 +77,8 @@ class OutboxRelay:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.05
-                if published < self._batch_size:
+                purged = await self._purge_quietly()
+                if published < self._batch_size and purged < self._batch_size:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
         finally:
@@ -106,6 +113,32 @@ class OutboxRelay:
             metrics.RELAY_BATCH_SIZE.observe(len(published))
             log.debug("outbox_relayed", count=len(published))
         return len(published), left
+
+    async def purge_once(self) -> int:
+        """Delete one batch of rows published more than `retention_s` ago; how many."""
+        if self._retention_s is None:
+            return 0
+        now = time.monotonic()
+        newest = await self._store.newest_id()
+        if newest is not None and (not self._seen or self._seen[-1][1] != newest):
+            self._seen.append((now, newest))
+        up_to = None
+        while self._seen and self._seen[0][0] <= now - self._retention_s:
+            up_to = self._seen.popleft()
+        if up_to is None:
+            return 0
+        self._seen.appendleft(up_to)  # rows up to it may be left for the next batch
+        purged = await self._store.purge(up_to[1], self._retention_s, self._batch_size)
+        if purged:
+            log.debug("outbox_purged", count=purged)
+        return purged
+
+    async def _purge_quietly(self) -> int:
+        try:
+            return await self.purge_once()
+        except Exception as exc:  # purging is housekeeping: relaying goes on
+            log.warning("outbox_purge_failed", error=describe(exc))
+            return 0
 
     async def _publish_holding_the_lease(
         self, records: list[Record]

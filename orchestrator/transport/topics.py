@@ -8,6 +8,7 @@ import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from orchestrator.settings import Settings
+from orchestrator.transport.security import kafka_security
 
 log = structlog.get_logger(__name__)
 
@@ -23,7 +24,9 @@ def topic_names(settings: Settings, participants: Iterable[str]) -> list[str]:
 async def ensure_topics(settings: Settings, participants: Iterable[str]) -> list[str]:
     """Create the topics that are missing; return the names created."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka_bootstrap_servers.split(","), client_id="saga-admin"
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","),
+        client_id="saga-admin",
+        **kafka_security(settings),
     )
     await admin.start()
     try:

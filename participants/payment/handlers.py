@@ -11,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from orchestrator import sealed
 from orchestrator.saga import messages
 from orchestrator.settings import Settings
 from participants.contracts import CONTRACTS
@@ -25,13 +26,18 @@ FLAKY_ATTEMPTS = 2
 
 def make_participant(settings: Settings) -> Participant:
     limit = Decimal(settings.payment_limit)
+    keys = sealed.key_ring(settings)
 
     async def charge_card(conn: AsyncConnection, command: messages.Message) -> Result:
         p = command.payload
         amount = Decimal(str(p["amount"]))
-        if p["card"] == DECLINED_CARD:
+        try:
+            card = _card(keys, command)
+        except sealed.SealedFieldError as exc:
+            return refused("card_unreadable", exc.message)
+        if card == DECLINED_CARD:
             return refused("card_declined", "the card was declined")
-        if p["card"] == FLAKY_CARD and command.attempt <= FLAKY_ATTEMPTS:
+        if card == FLAKY_CARD and command.attempt <= FLAKY_ATTEMPTS:
             return Result(
                 messages.Outcome.RETRYABLE,
                 error_code="processing_error",
@@ -49,7 +55,7 @@ def make_participant(settings: Settings) -> Participant:
                 "customer_id": p["customerId"],
                 "amount": amount,
                 "currency": p["currency"],
-                "card_last4": p["card"][-4:],
+                "card_last4": card[-4:],
                 "statement_descriptor": p["statementDescriptor"],
                 "status": "captured",
             },
@@ -85,6 +91,12 @@ def make_participant(settings: Settings) -> Participant:
         reads={"payment.charge": 2},
         migrations=Path(__file__).parent / "migrations",
     )
+
+
+def _card(keys: sealed.KeyRing, command: messages.Message) -> str:
+    card = command.payload["card"]
+    # a clear string: a command sent before cards were sealed
+    return card if isinstance(card, str) else keys.open(card, command.saga_id, "card")
 
 
 async def net_charged(conn: AsyncConnection) -> Decimal:

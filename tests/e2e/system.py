@@ -78,6 +78,10 @@ class System:
             "SAGA_DEFINITIONS": definitions,
             "SAGA_OPERATOR_TOKENS": f"tester:{OPERATOR_TOKEN}",
             "SAGA_VIEWER_TOKENS": f"watcher:{VIEWER_TOKEN}",
+            # two keys, sealing with the second: the first stays readable, as after a rotation
+            "SAGA_DATA_KEYS": "e2e-1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,"
+            "e2e-2:ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM=",
+            "SAGA_DATA_KEY_IDS": "payment=e2e-2",
             "PYTHONUNBUFFERED": "1",
         }
         self.url = f"http://127.0.0.1:{self.port}"

@@ -184,6 +184,8 @@ def test_an_operator_replays_a_fixed_dead_letter_and_the_saga_goes_on(
             f"{letter.partition}:{letter.offset}",
             "--value-file",
             str(fixed),
+            "--reason",
+            "settled by phone",
         )
         assert replayed.returncode == 0, replayed.stderr
         saga = system.wait_timeline(saga_id, "command_sent", "create_shipment")

@@ -9,13 +9,14 @@ import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.orders import DECLINED_CARD, new_sku, order, stock, wait_shipping_caught_up
-from tests.e2e.system import VIEWER_TOKEN, System
+from tests.e2e.system import VIEWER_TOKEN, System, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +28,7 @@ def captured(system: System, saga_id: str) -> int:
     return n
 
 
-def listed(system: System, **params: object) -> list[str]:
+def listed(system: System, **params: Any) -> list[str]:
     response = system.api.get("/sagas", params={"limit": 500, **params})
     assert response.status_code == 200, response.text
     return [s["id"] for s in response.json()["items"]]
@@ -71,7 +72,11 @@ def test_pages_have_no_duplicates_or_gaps_while_sagas_are_started(system: System
         seen: list[str] = []
         cursor = None
         while True:
-            params = {"limit": 5, "created_after": start, **({"cursor": cursor} if cursor else {})}
+            params: dict[str, Any] = {
+                "limit": 5,
+                "created_after": start,
+                **({"cursor": cursor} if cursor else {}),
+            }
             page = system.api.get("/sagas", params=params).json()
             seen += [s["id"] for s in page["items"]]
             cursor = page["next_cursor"]
@@ -256,11 +261,21 @@ def test_metrics_count_what_happened(system: System) -> None:
     ]
     for saga_id in ids:
         system.wait_final(saga_id)
-    api_after = system.api.get("/metrics").text
     worker_after = httpx.get(worker).text
 
     def moved(before: str, after: str, name: str, **labels: str) -> float:
         return metric(after, name, **labels) - metric(before, name, **labels)
+
+    def gauges_caught_up() -> str | None:
+        text = system.api.get("/metrics").text
+        finished = sum(
+            moved(api_before, text, "saga_sagas", type="order", status=status)
+            for status in ("completed", "compensated")
+        )
+        return text if finished == 3 else None
+
+    # the database gauges are cached for SAGA_METRICS_CACHE_S (15 s by default)
+    api_after = wait_for(gauges_caught_up, 20, "the cached gauges to count the sagas", 0.5)
 
     assert moved(api_before, api_after, "saga_started_total", type="order") == 3
     assert moved(api_before, api_after, "saga_sagas", type="order", status="completed") == 2
