@@ -13,6 +13,7 @@ import base64
 import binascii
 import dataclasses
 import hashlib
+import hmac
 import os
 import re
 from collections.abc import Mapping
@@ -75,6 +76,16 @@ class KeyRing:
             nonce, value.encode(), _associated(key_id, saga_id, path)
         )
         return {"enc": key_id, "ct": base64.b64encode(nonce + ct).decode(), "mask": mask(value)}
+
+    def fingerprint(self, value: str, reader: str, path: str) -> str:
+        """A keyed digest of a clear value, to tell two requests apart without keeping the
+        value or a plain hash of it (a card number's plain hash is brute-forced in
+        minutes). It changes when the reader's key rotates."""
+        key_id = self.key_id_for(reader)
+        if key_id is None:
+            raise NoDataKeyError(f"no data key to fingerprint `{path}` for {reader}")
+        mac_key = hmac.new(self.keys[key_id], b"fingerprint/v1", hashlib.sha256).digest()
+        return hmac.new(mac_key, f"{path}\x00{value}".encode(), hashlib.sha256).hexdigest()
 
     def open(self, sealed: Any, saga_id: str, path: str) -> str:
         """The clear value; SealedFieldError for anything that is not a field sealed with a

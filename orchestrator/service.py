@@ -132,7 +132,8 @@ class SagaService:
     def _prepare(self, request: StartRequest) -> _Prepared:
         definition = self._registry.get(request.saga_type, request.version)
         saga_id = request.saga_id or messages.new_id()
-        saga_input = self._seal(definition, definition.validate_input(request.input), saga_id)
+        clear_input = definition.validate_input(request.input)
+        saga_input = self._seal(definition, clear_input, saga_id)
         try:
             encoded = json.dumps(saga_input, separators=(",", ":"), default=str, allow_nan=False)
         except ValueError:
@@ -149,7 +150,8 @@ class SagaService:
             )
         idempotency = None
         if request.idempotency_key is not None:
-            request_hash = _request_hash(request.saga_type, request.version, saga_input)
+            fingerprinted = self._fingerprinted(definition, clear_input)
+            request_hash = _request_hash(request.saga_type, request.version, fingerprinted)
             idempotency = Idempotency(
                 request.idempotency_key, request_hash, self._idempotency_ttl_s
             )
@@ -167,6 +169,17 @@ class SagaService:
             if isinstance(result.get(field.path), str):
                 result[field.path] = self._keys.seal(
                     result[field.path], field.reader, saga_id, field.path
+                )
+        return result
+
+    def _fingerprinted(self, definition: SagaDefinition, saga_input: Payload) -> Payload:
+        """The input to compare a repeated request by: sensitive fields by a keyed digest
+        (a sealing's nonce makes each differ; two cards with the same last four must not)."""
+        result = dict(saga_input)
+        for field in input_schema.sensitive_fields(definition.validate_input):
+            if isinstance(result.get(field.path), str):
+                result[field.path] = self._keys.fingerprint(
+                    result[field.path], field.reader, field.path
                 )
         return result
 
@@ -375,10 +388,7 @@ class SagaService:
 
 
 def _request_hash(saga_type: str, version: int | None, saga_input: Mapping[str, Any]) -> str:
-    # sealed fields by their mask: a nonce makes each sealing differ, and a plain hash of
-    # the clear value could be brute-forced back into the card number
-    masked = sealed.masked(saga_input)
-    canonical = json.dumps([saga_type, version, masked], sort_keys=True, default=str)
+    canonical = json.dumps([saga_type, version, saga_input], sort_keys=True, default=str)
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 

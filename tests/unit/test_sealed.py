@@ -8,7 +8,7 @@ import pytest
 
 from orchestrator import input_schema, sealed
 from orchestrator.saga import messages
-from orchestrator.saga.errors import InvalidSagaInputError, NotReadyError
+from orchestrator.saga.errors import IdempotencyConflictError, InvalidSagaInputError, NotReadyError
 from orchestrator.sagas import build_registry
 from orchestrator.service import SagaService
 from orchestrator.settings import Settings, SettingsError, load_settings
@@ -238,3 +238,15 @@ async def test_a_start_without_a_key_for_the_reader_stores_nothing() -> None:
 
     assert db.sagas == {}
     assert db.outbox == []
+
+
+async def test_a_repeat_with_another_card_of_the_same_last_four_is_a_different_request() -> None:
+    db = FakeDatabase(FixedClock())
+    service = SagaService(db, build_registry(), topic_of, keys=RING)
+    await service.start_saga("order", ORDER, idempotency_key="k")
+    other = {**ORDER, "card": "5555" + CARD[4:]}  # the same mask, another card
+
+    with pytest.raises(IdempotencyConflictError):
+        await service.start_saga("order", other, idempotency_key="k")
+    assert CARD not in repr(db.keys)
+    assert other["card"] not in repr(db.keys)
