@@ -161,27 +161,20 @@ class SagaService:
 
     def _seal(self, definition: SagaDefinition, saga_input: Payload, saga_id: str) -> Payload:
         """Sensitive fields are sealed before anything is stored or sent."""
-        fields = input_schema.sensitive_fields(definition.validate_input)
-        if not fields:
-            return saga_input
-        result = dict(saga_input)
-        for field in fields:
-            if isinstance(result.get(field.path), str):
-                result[field.path] = self._keys.seal(
-                    result[field.path], field.reader, saga_id, field.path
-                )
-        return result
+        return _replace_sensitive(
+            definition,
+            saga_input,
+            lambda value, field: self._keys.seal(value, field.reader, saga_id, field.path),
+        )
 
     def _fingerprinted(self, definition: SagaDefinition, saga_input: Payload) -> Payload:
         """The input to compare a repeated request by: sensitive fields by a keyed digest
         (a sealing's nonce makes each differ; two cards with the same last four must not)."""
-        result = dict(saga_input)
-        for field in input_schema.sensitive_fields(definition.validate_input):
-            if isinstance(result.get(field.path), str):
-                result[field.path] = self._keys.fingerprint(
-                    result[field.path], field.reader, field.path
-                )
-        return result
+        return _replace_sensitive(
+            definition,
+            saga_input,
+            lambda value, field: self._keys.fingerprint(value, field.reader, field.path),
+        )
 
     async def _commit_starts(self, prepared: Sequence[_Prepared]) -> list[Started]:
         """One transaction for all: new sagas are stored, and a saga whose key (or id) was
@@ -385,6 +378,21 @@ class SagaService:
 
     def _publications(self, decision: core.Decision) -> list[Publication]:
         return [Publication(self._topic_of(out.channel), out.message) for out in decision.outgoing]
+
+
+def _replace_sensitive(
+    definition: SagaDefinition,
+    saga_input: Payload,
+    replace: Callable[[str, input_schema.SensitiveField], Any],
+) -> Payload:
+    fields = input_schema.sensitive_fields(definition.validate_input)
+    if not fields:
+        return saga_input
+    result = dict(saga_input)
+    for field in fields:
+        if isinstance(result.get(field.path), str):
+            result[field.path] = replace(result[field.path], field)
+    return result
 
 
 def _request_hash(saga_type: str, version: int | None, saga_input: Mapping[str, Any]) -> str:

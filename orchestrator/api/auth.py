@@ -66,7 +66,7 @@ class Authenticator:
         return None
 
     def principal(self, request: Request) -> Principal | None:
-        token = _bearer(request)
+        token = bearer(request)
         if token:
             return self.lookup(token)
         return Principal("anonymous", Role.OPERATOR) if self.insecure else None
@@ -75,7 +75,7 @@ class Authenticator:
         """The dashboard's signed-in user and their session, from the session cookie."""
         if self.insecure:
             return Principal("anonymous", Role.OPERATOR), {"sid": "insecure", "exp": "0"}
-        token = _bearer(request)
+        token = bearer(request)
         if token:  # a script reading pages; no browser adds this header to a forged request
             principal = self.lookup(token)
             sid = "bearer:" + self.sessions.fingerprint(token)
@@ -120,7 +120,7 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _bearer(request: Request) -> str | None:
+def bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     return token.strip() if scheme.lower() == "bearer" and token.strip() else None

@@ -370,7 +370,7 @@ class CachedStats:
 async def prometheus_metrics(request: Request) -> PlainTextResponse:
     expected: str = request.app.state.metrics_token
     if expected:
-        given = request.headers.get("authorization", "").removeprefix("Bearer ").strip()
+        given = auth.bearer(request) or ""
         if not hmac.compare_digest(given.encode(), expected.encode()):
             raise HTTPException(
                 401,

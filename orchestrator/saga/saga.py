@@ -223,7 +223,7 @@ def _on_action_reply(
             _ignore(decision, reply, "step is resolving; its answer decides", "late_reply")
             return
         _record_reply(decision, reply)
-        _resolved_applied(decision, step, state, dict(reply.data), reply.message_id)
+        _succeeded(decision, step, state, dict(reply.data), reply.message_id, resolved=True)
         return
     current = reply.attempt == state.attempt and state.status is StepStatus.SENT
     # A success from an earlier attempt is still a success: the participant applied it once.
@@ -235,11 +235,7 @@ def _on_action_reply(
     _record_reply(decision, reply)
     state.deadline = state.next_attempt_at = None
     if outcome is messages.Outcome.SUCCESS:
-        state.move("succeed")
-        state.result, state.error = dict(reply.data), None
-        decision.saga.context.update(reply.data)
-        decision.note("step_succeeded", step.name)
-        advance(decision, reply.message_id)
+        _succeeded(decision, step, state, dict(reply.data), reply.message_id)
         return
     state.error = dict(reply.error)
     if outcome is messages.Outcome.RETRYABLE and state.attempts_spent < step.retry.max_attempts:
@@ -413,15 +409,16 @@ def _on_resolution(
     if resolution not in (APPLIED, FENCED):
         _ignore(decision, reply, "the participant did not resolve the step; asked again later")
         return
+    if resolution == FENCED:
+        _record_reply(decision, reply)
+        fence(decision, step, state, reply.message_id)
+        return
     result = reply.data.get("result")
-    if resolution == APPLIED and not isinstance(result, Mapping):
+    if not isinstance(result, Mapping):
         _ignore(decision, reply, "applied, without its result as an object; asked again later")
         return
     _record_reply(decision, reply)
-    if isinstance(result, Mapping):
-        _resolved_applied(decision, step, state, dict(result), reply.message_id)
-        return
-    fence(decision, step, state, reply.message_id)
+    _succeeded(decision, step, state, dict(result), reply.message_id, resolved=True)
 
 
 def fence(
@@ -435,20 +432,22 @@ def fence(
     _on_step_lost(decision, step, causation_id, state.error)
 
 
-def _resolved_applied(
+def _succeeded(
     decision: Decision,
     step: Step,
     state: StepState,
     result: dict[str, Any],
     causation_id: str | None,
+    **detail: Any,
 ) -> None:
-    """The action took effect: the saga goes on as if its reply had come in time. A pivot
-    found applied during an abort overrules the abort: the saga can only move forward."""
+    """The action took effect (its reply came, or its resolve found it applied): the saga
+    goes on. A pivot that took effect during an abort overrules the abort: the saga can
+    only move forward."""
     state.deadline = state.next_attempt_at = None
     state.move("succeed")
     state.result, state.error = result, None
     decision.saga.context.update(result)
-    decision.note("step_succeeded", step.name, resolved=True)
+    decision.note("step_succeeded", step.name, **detail)
     saga = decision.saga
     if saga.status is SagaStatus.COMPENSATING and step.pivot:
         saga.move("resume")

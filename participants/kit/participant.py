@@ -94,13 +94,14 @@ class Participant:
     migrations: Path | None = None
 
     def __post_init__(self) -> None:
-        taken = [t for t in (*self.actions, *self.compensations) if t == self.resolve_command]
-        both = sorted(set(self.actions) & set(self.compensations))
-        if taken or both:
+        if self.resolve_command in self.actions or self.resolve_command in self.compensations:
             raise ValueError(
                 f"participant {self.name!r}: {self.resolve_command!r} is the kit's own command"
-                if taken
-                else f"participant {self.name!r}: {both} are both actions and compensations"
+            )
+        both = sorted(set(self.actions) & set(self.compensations))
+        if both:
+            raise ValueError(
+                f"participant {self.name!r}: {both} are both actions and compensations"
             )
 
     @property

@@ -481,3 +481,19 @@ def test_an_applied_resolution_without_its_result_is_not_taken() -> None:
         assert h.timeline[-1].kind == "reply_ignored"
     h.run()
     assert h.status == "compensated"  # asked again; the participant fenced it
+
+
+def test_a_fenced_resolution_is_fenced_whatever_else_it_carries() -> None:
+    h = harness()
+    h.script("charge_payment", "no_reply", "no_reply", "no_reply")
+    h.script_resolution("charge_payment", "no_reply")
+    h.start(ORDER_INPUT)
+    h.run(until=lambda h: "charge_payment" in h.resolutions())
+    ask = next(c for c in h.commands if c.message_type == "payment.resolve")
+    data = {"resolution": "fenced", "result": {"chargeId": "forged"}}
+    h.deliver(messages.reply_to(ask, source="payment", outcome=S, now=h.now, data=data))
+    assert h.saga.steps["charge_payment"].status is StepStatus.FAILED
+    assert "chargeId" not in h.saga.context
+    h.run()
+    assert h.status == "compensated"
+    assert h.compensations() == ["reserve_inventory"]
