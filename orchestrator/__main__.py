@@ -10,11 +10,15 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from orchestrator import logs
 from orchestrator.saga.definition import DefinitionRegistry
 from orchestrator.saga.errors import OrchestratorError
 from orchestrator.settings import Settings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from orchestrator.signing import Sign
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -161,10 +165,31 @@ async def _dlq(args: argparse.Namespace, settings: Settings, fix: bytes | None) 
             print(f"{name}: {header}")
         print(f"key: {letter.key}\n\n{letter.value.decode(errors='replace')}")
         return
+    sign = None if fix is None else _signer_of_fix(settings, letter.original_topic, fix)
     topic = await dead_letters.replay(
-        servers, letter, fix, security, replayed_by=args.by, reason=args.reason
+        servers, letter, fix, security, replayed_by=args.by, reason=args.reason, sign=sign
     )
     print(f"replayed {args.position} to {topic}")
+
+
+def _signer_of_fix(settings: Settings, topic: str, fix: bytes) -> Sign:
+    """A fixed message is signed anew, as its sender (the envelope's source) would sign it:
+    replaying a fix takes the keys its consumer trusts, and leaves who and why with it."""
+    from orchestrator import codec, signing
+    from orchestrator.saga.errors import UndecodableMessageError
+
+    try:
+        source = codec.decode(fix).source
+    except UndecodableMessageError as exc:
+        raise UndecodableMessageError(
+            f"the fixed value is not an envelope: {exc.message}"
+        ) from None
+    prefix = f"{settings.topic_namespace}."
+    channel = topic.removeprefix(prefix).removesuffix(".commands")
+    recipient = (
+        channel if topic == settings.topic(channel) and topic.endswith("commands") else None
+    )
+    return signing.message_keys(settings).signer(source, recipient)
 
 
 if __name__ == "__main__":

@@ -8,14 +8,14 @@ from typing import Any
 import structlog
 import uvicorn
 
-from orchestrator import sagas, scheduler, sealed
+from orchestrator import sagas, scheduler, sealed, signing
 from orchestrator.api import guards
 from orchestrator.api.app import create_app
 from orchestrator.api.auth import Authenticator
 from orchestrator.saga.definition import DefinitionRegistry
 from orchestrator.saga.messages import Message
 from orchestrator.service import SagaService
-from orchestrator.settings import Settings
+from orchestrator.settings import Settings, SettingsError
 from orchestrator.store import migrate
 from orchestrator.store.outbox import SqlOutbox
 from orchestrator.store.queries import SqlSagaReader
@@ -43,9 +43,18 @@ def build_registry(settings: Settings) -> DefinitionRegistry:
 def build_service(
     settings: Settings, engine: Any, publish: PublishOnCommit | None = None
 ) -> SagaService:
+    registry = build_registry(settings)
+    keys = signing.message_keys(settings)
+    for recipient in [None, *registry.participants()]:  # refuse to start, not to sign later
+        if keys.signing_key(signing.ORCHESTRATOR, recipient) is None:
+            raise SettingsError(
+                f"SAGA_SIGNING_KEYS holds no key to sign as the {signing.ORCHESTRATOR}"
+                + (f" for {recipient}" if recipient else "")
+                + " (or set SAGA_DEV_KEYS=1 in development)"
+            )
     return SagaService(
-        SqlUnitOfWork(engine, publish, publish),
-        build_registry(settings),
+        SqlUnitOfWork(engine, publish, publish, keys),
+        registry,
         settings.topic,
         max_input_bytes=settings.max_input_bytes,
         keys=sealed.key_ring(settings),
@@ -119,7 +128,14 @@ def run_worker(settings: Settings) -> None:
         origin = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
         await service.record_dead_letter(message, reason, origin)
 
-    apply_replies = consumer.applying(service.handle_replies, publisher, parked)
+    keys = signing.message_keys(settings)
+    unverifiable = [p for p in build_registry(settings).participants() if not keys.holds_any([p])]
+    if unverifiable:
+        raise SettingsError(
+            f"SAGA_SIGNING_KEYS holds no key to verify the replies of {', '.join(unverifiable)}"
+        )
+    authentic = signing.replies(keys)
+    apply_replies = consumer.applying(service.handle_replies, publisher, parked, authentic)
     replies = consuming(settings, "orchestrator", "replies", apply_replies)
 
     async def apply_starts(records: list[consumer.Consumed]) -> None:

@@ -38,6 +38,15 @@ SAGAS_PARKED = Counter(
 OUTBOX_PARKED = Counter(
     "saga_outbox_parked_total", "Outbox rows parked because the broker refused them for good"
 )
+UNAUTHENTICATED = Counter(
+    "saga_messages_unauthenticated_total",
+    "Messages dead-lettered because their signature is missing, unknown or wrong",
+    ["topic"],
+)
+UNSIGNED_ACCEPTED = Counter(
+    "saga_messages_unsigned_accepted_total",
+    "Unsigned messages accepted because SAGA_REQUIRE_SIGNATURES is off",
+)
 DEAD_LETTER_FAILURES = Counter(
     "saga_dead_letter_failures_total",
     "Messages that could be neither applied nor dead-lettered (see the logs)",

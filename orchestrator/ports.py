@@ -18,6 +18,7 @@ class Publication:
 
     topic: str
     message: messages.Message
+    recipient: str | None = None  # the participant a command is for; None for an event
 
 
 @dataclasses.dataclass(slots=True)

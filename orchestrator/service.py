@@ -34,6 +34,7 @@ from orchestrator.saga.errors import (
     InvalidSagaInputError,
     OrchestratorError,
     SagaNotFoundError,
+    UnexpectedReplyError,
     UnknownMessageTypeError,
 )
 
@@ -278,6 +279,9 @@ class SagaService:
                     raise SagaNotFoundError(f"no saga has id {reply.saga_id}")
                 definition = self._registry.get(saga.type, saga.definition_version)
                 _check_reply_type(definition, reply)
+                unexpected = core.why_reply_does_not_count(saga, definition, reply)
+                if unexpected is not None:
+                    raise UnexpectedReplyError(unexpected)
                 decision = core.handle_reply(saga, definition, reply, now)
                 sagas[saga.id] = decision.saga
                 timeline, publications = recorded.setdefault(saga.id, ([], []))
@@ -377,7 +381,14 @@ class SagaService:
         await store.append_many([appended], now)
 
     def _publications(self, decision: core.Decision) -> list[Publication]:
-        return [Publication(self._topic_of(out.channel), out.message) for out in decision.outgoing]
+        return [
+            Publication(
+                self._topic_of(out.channel),
+                out.message,
+                None if out.channel == core.EVENTS_CHANNEL else out.channel,
+            )
+            for out in decision.outgoing
+        ]
 
 
 def _replace_sensitive(

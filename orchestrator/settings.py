@@ -9,7 +9,7 @@ from typing import Literal
 import pydantic
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from orchestrator import sealed
+from orchestrator import sealed, signing
 from orchestrator.saga.errors import OrchestratorError
 
 
@@ -124,8 +124,21 @@ class Settings(BaseSettings):
     )
     dev_keys: bool = pydantic.Field(
         default=False,
-        description="without SAGA_DATA_KEYS, seal with the public development key "
-        "(development only; also implied by SAGA_INSECURE_DEV)",
+        description="without SAGA_DATA_KEYS, seal with the public development key, and "
+        "without SAGA_SIGNING_KEYS, sign with public development keys (development only; "
+        "also implied by SAGA_INSECURE_DEV)",
+    )
+    signing_keys: str = pydantic.Field(
+        default="",
+        repr=False,
+        description="<key id>=<owner>:<base64 of 32 bytes>,...: the HMAC-SHA256 keys that sign "
+        "and verify messages; an owner is a sender (orchestrator, payment) or a sender's key "
+        "for one recipient (orchestrator>payment); a sender signs with its first key",
+    )
+    require_signatures: bool = pydantic.Field(
+        default=True,
+        description="dead-letter unsigned messages; off only while upgrading senders that do "
+        "not sign yet (a wrong signature is refused either way)",
     )
     outbox_retention_s: float = pydantic.Field(
         default=3600,
@@ -165,6 +178,12 @@ class Settings(BaseSettings):
     @classmethod
     def _data_keys(cls, value: str) -> str:
         sealed.parse_keys(value)
+        return value
+
+    @pydantic.field_validator("signing_keys")
+    @classmethod
+    def _signing_keys(cls, value: str) -> str:
+        signing.parse_keys(value)
         return value
 
     @pydantic.field_validator("data_key_ids")

@@ -56,6 +56,8 @@ class SagaHarness:
         self.commands: list[messages.Message] = []
         self.events: list[messages.Message] = []
         self.timeline: list[core.TimelineEntry] = []
+        # replies the worker would dead-letter, with why: they changed nothing
+        self.dead_lettered: list[tuple[messages.Message, str]] = []
         self._inbox: collections.deque[messages.Message] = collections.deque()
         self._scripts: dict[str, collections.deque[Scripted]] = {}
         self._compensation_scripts: dict[str, collections.deque[Scripted]] = {}
@@ -95,7 +97,13 @@ class SagaHarness:
         return self.saga
 
     def deliver(self, reply: messages.Message) -> None:
-        """Hand one reply to the saga, as the worker would."""
+        """Hand one reply to the saga, as the worker would: one that is not from the step's
+        participant or does not answer the command last sent for the step is dead-lettered
+        (see `dead_lettered`) and changes nothing."""
+        unexpected = core.why_reply_does_not_count(self.saga, self.definition, reply)
+        if unexpected is not None:
+            self.dead_lettered.append((reply, unexpected))
+            return
         self._apply(core.handle_reply(self.saga, self.definition, reply, self.now))
 
     def abort(self, reason: str = "test", actor: str = "tester") -> None:

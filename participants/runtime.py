@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import asyncio
 
-from orchestrator.settings import Settings
+from orchestrator import signing
+from orchestrator.settings import Settings, SettingsError
 from orchestrator.store.unit_of_work import engine_for
 from orchestrator.transport import consumer, faust_app, topics
 from orchestrator.transport.loop import consuming
@@ -25,9 +26,20 @@ def serve(participant: Participant, settings: Settings, web_port: int = 0) -> No
         f"saga-participant-{name}",
         security=kafka_security(settings),
     )
-    processor = CommandProcessor(participant, engine, publisher, settings.topic("replies"))
+    keys = signing.message_keys(settings)
+    orchestrator = [signing.scoped(signing.ORCHESTRATOR, name), signing.ORCHESTRATOR]
+    if keys.signing_key(name) is None or not keys.holds_any(orchestrator):
+        raise SettingsError(
+            f"SAGA_SIGNING_KEYS must hold a key of {name}, to sign its replies, and one of "
+            f"{' or '.join(orchestrator)}, to verify its commands (or set SAGA_DEV_KEYS=1 in "
+            "development)"
+        )
+    processor = CommandProcessor(
+        participant, engine, publisher, settings.topic("replies"), keys.signer(name)
+    )
 
-    apply_commands = consumer.applying(processor.process_many, publisher)
+    authentic = signing.commands_for(keys, name)
+    apply_commands = consumer.applying(processor.process_many, publisher, verify=authentic)
     commands = consuming(settings, f"participant-{name}", name, apply_commands)
 
     async def close() -> None:

@@ -45,6 +45,9 @@ class StepState:
     # recognised as stale; the retry budget counts from these.
     retry_base: int = 0
     compensation_base: int = 0
+    # The last command sent for the step (action, compensation or resolve): only a reply
+    # that answers it counts. None before the first, and for steps sent before this was kept.
+    command_id: str | None = None
     deadline: datetime | None = None
     next_attempt_at: datetime | None = None
     result: dict[str, Any] | None = None
@@ -194,6 +197,33 @@ def handle_reply(
     else:
         _ignore(decision, reply, f"{reply.message_type!r} answers no command of this step")
     return decision
+
+
+def why_reply_does_not_count(
+    saga: Saga, definition: SagaDefinition, reply: messages.Message
+) -> str | None:
+    """None when `reply` may be applied: it comes from the participant that owns its step and
+    answers the command last sent for the step. Otherwise why not: a reply from anyone else,
+    one to an earlier attempt or command (late, or replayed: the two look alike) changes
+    nothing. Steps sent before command ids were kept are matched by attempt instead."""
+    state = saga.steps.get(reply.step)
+    step = _find_step(definition, reply.step)
+    if state is None or step is None:
+        return f"the saga has no step {reply.step[:100]!r}"
+    if reply.source != step.participant:
+        return (
+            f"step {step.name} belongs to {step.participant}; the reply comes from "
+            f"{reply.source[:100]!r}"
+        )
+    if state.command_id is None:
+        return None if state.attempt else f"no command was sent for step {step.name}"
+    if reply.causation_id != state.command_id:
+        return (
+            f"it answers {reply.causation_id}, not {state.command_id}, the command last sent "
+            f"for step {step.name} (attempt {reply.attempt} of {reply.replied_command_type}; "
+            f"the step is {state.status.value}): late or replayed"
+        )
+    return None
 
 
 def handle_timers(saga: Saga, definition: SagaDefinition, now: datetime) -> Decision:
@@ -568,6 +598,7 @@ def _send(
     )
     if command_type == step.command and step.command_version != 1:
         message = dataclasses.replace(message, version=step.command_version)
+    saga.steps[step.name].command_id = message.message_id
     decision.outgoing.append(Outgoing(step.participant, message))
     decision.timeline.append(
         TimelineEntry(

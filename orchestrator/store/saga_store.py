@@ -15,7 +15,7 @@ import psycopg
 from psycopg.rows import dict_row
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from orchestrator import codec
+from orchestrator import codec, signing
 from orchestrator.ports import (
     Idempotency,
     OutboxMessage,
@@ -25,6 +25,7 @@ from orchestrator.ports import (
 from orchestrator.saga.errors import ConcurrencyConflictError
 from orchestrator.saga.machine import SagaStatus, StepStatus
 from orchestrator.saga.saga import Saga, StepState, TimelineEntry
+from orchestrator.signing import MessageKeys
 
 
 class SqlSagaStore:
@@ -35,9 +36,15 @@ class SqlSagaStore:
     built once as text, prepared by the server after a few uses, with no per-call
     compilation."""
 
-    def __init__(self, conn: AsyncConnection, marks: PendingMarks | None = None) -> None:
+    def __init__(
+        self,
+        conn: AsyncConnection,
+        marks: PendingMarks | None = None,
+        keys: MessageKeys | None = None,
+    ) -> None:
         self._conn = conn
         self._marks = marks
+        self._keys = keys
         self.marked: list[int] = []  # outbox rows this transaction marks published
         self._inserted: list[dict[str, Any]] = []
         self._updated: list[dict[str, Any]] = []
@@ -233,15 +240,7 @@ class SqlSagaStore:
         """Timeline entries and outbox messages, in the order given. A message that cannot be
         encoded raises before anything of this call is collected."""
         for saga_id, timeline, publications in appended:
-            outgoing = [
-                OutboxMessage(
-                    p.topic,
-                    p.message.saga_id,
-                    codec.encode(p.message),
-                    tuple(codec.headers(p.message)),
-                )
-                for p in publications
-            ]
+            outgoing = [self._outgoing(p) for p in publications]
             self.outgoing += outgoing
             self._outbox += [
                 {
@@ -266,6 +265,13 @@ class SqlSagaStore:
                 }
                 for i, e in enumerate(timeline)
             ]
+
+    def _outgoing(self, publication: Publication) -> OutboxMessage:
+        value = codec.encode(publication.message)
+        headers = codec.headers(publication.message)
+        if self._keys is not None:
+            headers.append(self._keys.sign(value, signing.ORCHESTRATOR, publication.recipient))
+        return OutboxMessage(publication.topic, publication.message.saga_id, value, tuple(headers))
 
     async def flush(self) -> set[str]:
         """Write what the transaction collected in one statement: new sagas, the saga updates
@@ -333,7 +339,8 @@ _LOAD = """
 _LOAD_FOR_UPDATE = _LOAD + " FOR UPDATE"
 _LOAD_STEPS = """
     SELECT saga_id::text, name, status, attempt, compensation_attempt, resolve_attempt,
-           retry_base, compensation_base, deadline, next_attempt_at, result, error
+           retry_base, compensation_base, deadline, next_attempt_at, result, error,
+           command_id::text
     FROM saga_step WHERE saga_id = ANY(%(ids)s::uuid[]) ORDER BY saga_id, position
 """
 _BY_KEY = "SELECT id::text, request_hash FROM saga WHERE idempotency_key = %(key)s"
@@ -400,6 +407,7 @@ _STEP_MUTABLE = (
     "attempt",
     "compensation_attempt",
     "resolve_attempt",
+    "command_id",
     "retry_base",
     "compensation_base",
     "deadline",
@@ -440,6 +448,7 @@ _STEP_COLUMNS = {
     "attempt": "int",
     "compensation_attempt": "int",
     "resolve_attempt": "int",
+    "command_id": "uuid",
     "retry_base": "int",
     "compensation_base": "int",
     "deadline": "timestamptz",
@@ -573,6 +582,7 @@ def _step_row(saga_id: str, position: int, step: StepState, now: datetime) -> di
         "attempt": step.attempt,
         "compensation_attempt": step.compensation_attempt,
         "resolve_attempt": step.resolve_attempt,
+        "command_id": step.command_id,
         "retry_base": step.retry_base,
         "compensation_base": step.compensation_base,
         "deadline": step.deadline,
@@ -590,6 +600,7 @@ def _step_state(row: dict[str, Any]) -> StepState:
         attempt=row["attempt"],
         compensation_attempt=row["compensation_attempt"],
         resolve_attempt=row["resolve_attempt"],
+        command_id=row["command_id"],
         retry_base=row["retry_base"],
         compensation_base=row["compensation_base"],
         deadline=row["deadline"],

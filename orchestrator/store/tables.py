@@ -65,6 +65,8 @@ saga_step = sa.Table(
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("compensation_attempt", sa.Integer, nullable=False),
     sa.Column("resolve_attempt", sa.Integer, nullable=False, server_default=sa.text("0")),
+    # the message id of the command last sent for the step: the one reply that counts answers it
+    sa.Column("command_id", pg.UUID(as_uuid=False), nullable=True),
     # Attempts before these were spent before an operator's retry: the budget counts from here.
     sa.Column("retry_base", sa.Integer, nullable=False, server_default=sa.text("0")),
     sa.Column("compensation_base", sa.Integer, nullable=False, server_default=sa.text("0")),

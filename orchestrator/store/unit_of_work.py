@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from orchestrator.ports import OutboxMessage, PendingMarks
 from orchestrator.settings import Settings
+from orchestrator.signing import MessageKeys
 from orchestrator.store.errors import translated
 from orchestrator.store.saga_store import SqlSagaStore
 
@@ -72,10 +73,14 @@ class SqlUnitOfWork:
         engine: AsyncEngine,
         on_commit: OnCommit | None = None,
         marks: PendingMarks | None = None,
+        keys: MessageKeys | None = None,
     ) -> None:
+        """`keys` sign the outbox messages as the orchestrator; without them they go
+        unsigned, which participants that require signatures dead-letter."""
         self._engine = engine
         self._on_commit = on_commit
         self._marks = marks
+        self._keys = keys
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[SqlSagaStore]:
@@ -83,7 +88,7 @@ class SqlUnitOfWork:
         try:
             with translated():
                 async with self._engine.begin() as conn:
-                    store = SqlSagaStore(conn, self._marks)
+                    store = SqlSagaStore(conn, self._marks, self._keys)
                     yield store
                     await store.flush()
         except BaseException:

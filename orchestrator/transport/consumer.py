@@ -15,6 +15,7 @@ from orchestrator import codec, metrics
 from orchestrator.faults import GaveUpError, describe, printable, retrying
 from orchestrator.saga import messages
 from orchestrator.saga.errors import OrchestratorError, UndecodableMessageError
+from orchestrator.signing import UnauthenticatedMessageError
 from orchestrator.transport.producer import Publisher, Record
 from orchestrator.transport.topics import DLQ_SUFFIX
 
@@ -42,6 +43,8 @@ class Consumed:
 
 
 DeadLetterHook = Callable[[messages.Message, str, "Consumed"], Awaitable[None]]
+# Raises UnauthenticatedMessageError for a message its consumer must not take (signing.py).
+Verify = Callable[[bytes, Sequence[tuple[str, bytes]], messages.Message], None]
 
 
 async def apply(
@@ -50,14 +53,23 @@ async def apply(
     publisher: Publisher,
     on_dead_letter: DeadLetterHook | None = None,
     max_backoff_s: float = 5.0,
+    verify: Verify | None = None,
 ) -> None:
     """Handle the record until it is applied or dead-lettered; never raise for its content.
 
     A transient fault (database or broker unreachable, a concurrent writer) is retried with
-    backoff, for as long as it lasts: the record is not lost and the partition waits.
+    backoff, for as long as it lasts: the record is not lost and the partition waits. A
+    message `verify` refuses is dead-lettered and touches nothing else, not even the
+    timeline of the saga it names (`on_dead_letter` is not called).
     """
     try:
         message = codec.decode(record.value)
+        if verify is not None:
+            verify(record.value or b"", record.headers, message)
+    except UnauthenticatedMessageError as exc:
+        metrics.UNAUTHENTICATED.labels(record.topic).inc()
+        await dead_letter(record, publisher, f"unauthenticated: {exc.message}", max_backoff_s)
+        return
     except UndecodableMessageError as exc:
         await dead_letter(record, publisher, exc.message, max_backoff_s)
         return
@@ -89,13 +101,18 @@ async def apply_batch(
     handle_many: Callable[[list[messages.Message]], Awaitable[object]],
     apply_one: Callable[[Consumed], Awaitable[None]],
     max_backoff_s: float = 5.0,
+    verify: Verify | None = None,
 ) -> None:
-    """Handle records together (one transaction, one commit) while they are all well formed
-    and applicable; otherwise each on its own, so that only the poison is dead-lettered.
-    Transient faults are retried for the whole batch, as `apply` does for one record."""
+    """Handle records together (one transaction, one commit) while they are all well formed,
+    authentic and applicable; otherwise each on its own, so that only the poison is
+    dead-lettered. Transient faults are retried for the whole batch, as `apply` does for
+    one record."""
     try:
         batch = [codec.decode(r.value) for r in records]
-    except UndecodableMessageError:
+        if verify is not None:
+            for r, message in zip(records, batch, strict=True):
+                verify(r.value or b"", r.headers, message)
+    except (UndecodableMessageError, UnauthenticatedMessageError):
         batch = []
     if len(batch) > 1:
         try:
@@ -122,15 +139,16 @@ def applying(
     handle_many: Callable[[list[messages.Message]], Awaitable[object]],
     publisher: Publisher,
     on_dead_letter: DeadLetterHook | None = None,
+    verify: Verify | None = None,
 ) -> Callable[[list[Consumed]], Awaitable[None]]:
     """What a consumer loop runs on each batch: `apply_batch`, falling back to `apply` one
     record at a time (the worker's replies and a participant's commands alike)."""
 
     async def apply_one(record: Consumed) -> None:
-        await apply(record, lambda message: handle_many([message]), publisher, on_dead_letter)
+        await apply(record, lambda m: handle_many([m]), publisher, on_dead_letter, verify=verify)
 
     async def apply_records(records: list[Consumed]) -> None:
-        await apply_batch(records, handle_many, apply_one)
+        await apply_batch(records, handle_many, apply_one, verify=verify)
 
     return apply_records
 

@@ -9,7 +9,9 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from orchestrator import signing
 from orchestrator.saga.errors import OrchestratorError
+from orchestrator.signing import Sign
 from orchestrator.transport.producer import Publisher, Record
 from orchestrator.transport.topics import DLQ_SUFFIX
 
@@ -109,16 +111,20 @@ async def replay(
     *,
     replayed_by: str,
     reason: str,
+    sign: Sign | None = None,
 ) -> str:
     """Publish the letter (or a fixed `value`) to its original topic; return that topic.
-    Who and why are logged and carried in the message's headers."""
+    Who and why are logged and carried in the message's headers. The letter keeps its
+    signature; a fixed value has none until `sign` gives it one."""
     if not letter.original_topic:
         raise DeadLetterNotFoundError("the dead letter does not say where it came from")
     if not (reason.strip() and replayed_by.strip()):
         raise ReplayRefusedError()
-    dropped = (*ORIGIN_HEADERS, *REPLAY_HEADERS)
+    dropped = {*ORIGIN_HEADERS, *REPLAY_HEADERS, *([signing.HEADER] if value else [])}
     headers = [(k, v.encode()) for k, v in letter.headers.items() if k not in dropped]
     headers += [("replayedBy", replayed_by.encode()), ("replayReason", reason.encode())]
+    if value and sign is not None:
+        headers.append(sign(value))
     publisher = Publisher(bootstrap_servers, "saga-dlq-replay", security=security)
     try:
         await publisher.publish(

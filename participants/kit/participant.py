@@ -30,6 +30,7 @@ from orchestrator import codec, faults
 from orchestrator.saga import messages
 from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.errors import OrchestratorError
+from orchestrator.signing import Sign
 from orchestrator.store.errors import store_error, translated
 from orchestrator.store.saga_store import as_psycopg
 from orchestrator.transport.producer import Publisher, Record
@@ -162,11 +163,15 @@ class CommandProcessor:
         engine: AsyncEngine | Transactions,
         publisher: Publisher | Replies,
         replies: str,
+        sign: Sign | None = None,
     ) -> None:
+        """`sign` gives a reply's signature header; without it replies go unsigned, which
+        an orchestrator that requires signatures dead-letters."""
         self._p = participant
         self._engine = engine
         self._publisher = publisher
         self._replies = replies
+        self._sign = sign
         inbox, ledger = participant.inbox, participant.ledger
         # Built once: the statements every batch runs, with bound parameters. The advisory
         # lock comes first, in a statement of its own: what the reads see is taken after it.
@@ -223,11 +228,15 @@ class CommandProcessor:
             again = _Batch({}, {}, decided=decided, optimistic=False)
             replies = await self._replies_in_transaction(commands, again)
         await self._publisher.publish(
-            [
-                Record(self._replies, reply.saga_id, stored, codec.headers(reply))
-                for reply, stored in replies
-            ]
-        )
+            [Record(self._replies, reply.saga_id, stored, self._headers(reply, stored))
+             for reply, stored in replies]
+        )  # fmt: skip
+
+    def _headers(self, reply: messages.Message, value: bytes) -> list[tuple[str, bytes]]:
+        headers = codec.headers(reply)
+        if self._sign is not None:
+            headers.append(self._sign(value))
+        return headers
 
     async def _replies_in_transaction(
         self, commands: Sequence[messages.Message], batch: _Batch

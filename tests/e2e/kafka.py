@@ -9,21 +9,30 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from orchestrator.transport import dead_letters
-from tests.e2e.system import System
+from tests.e2e.system import System, signature
 
 
-async def _publish(system: System, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+async def _publish(
+    system: System, topic: str, records: Sequence[tuple[bytes, bytes]], signed_by: str | None
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=system.kafka.split(","), acks="all")
     await producer.start()
     try:
         for key, value in records:
-            await producer.send_and_wait(topic, value, key=key)
+            headers = [signature(value, signed_by)] if signed_by else []
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
     finally:
         await producer.stop()
 
 
-def publish(system: System, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-    asyncio.run(_publish(system, topic, records))
+def publish(
+    system: System,
+    topic: str,
+    records: Sequence[tuple[bytes, bytes]],
+    signed_by: str | None = None,
+) -> None:
+    """Publish records as they are, each signed with the test key of `signed_by` if given."""
+    asyncio.run(_publish(system, topic, records, signed_by))
 
 
 def dead(system: System, topic: str) -> list[dead_letters.DeadLetter]:

@@ -16,7 +16,8 @@ from aiokafka.errors import UnknownTopicOrPartitionError
 
 from orchestrator.settings import Settings
 from orchestrator.transport.security import kafka_security
-from tests.e2e.system import System
+from participants import registry
+from tests.e2e.system import OTHER_SENDERS, System, signing_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES = ROOT / "deploy" / "local" / "services"
@@ -69,7 +70,7 @@ class SecuredSystem(System):
         self.database_url = in_database(admin["SAGA_DATABASE_URL"], self.db_name)
         self.kafka = admin["SAGA_KAFKA_BOOTSTRAP_SERVERS"]
         self.namespace = admin["SAGA_TOPIC_NAMESPACE"]
-        self.env.update(admin)
+        self.env.update(admin | {"SAGA_SIGNING_KEYS": self.with_unsecured_senders(admin)})
         self.env["SAGA_DATABASE_URL"] = self.database_url
         for process, principal in [
             ("api", "orchestrator"),
@@ -80,7 +81,18 @@ class SecuredSystem(System):
 
     def principal(self, name: str) -> dict[str, str]:
         env = principal_env(name)
-        return env | {"SAGA_DATABASE_URL": in_database(env["SAGA_DATABASE_URL"], self.db_name)}
+        env["SAGA_DATABASE_URL"] = in_database(env["SAGA_DATABASE_URL"], self.db_name)
+        if name == "orchestrator":
+            env["SAGA_SIGNING_KEYS"] = self.with_unsecured_senders(env)
+        return env
+
+    @staticmethod
+    def with_unsecured_senders(env: dict[str, str]) -> str:
+        """The script's keys, and the test keys of the participants the sagas name that run
+        without a principal of their own here: the worker must be able to verify them all."""
+        secured = set(ORDER_PARTICIPANTS)
+        others = [p for p in [*registry.shipped_names(), *OTHER_SENDERS] if p not in secured]
+        return env["SAGA_SIGNING_KEYS"] + "," + signing_keys(others)
 
     def create_database(self) -> None:
         super().create_database()

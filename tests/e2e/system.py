@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import os
 import signal
 import socket
@@ -19,6 +22,7 @@ import httpx
 import psycopg
 from aiokafka.admin import AIOKafkaAdminClient
 
+from orchestrator import signing
 from participants import registry
 from tests.schemas import migrate_all
 
@@ -26,6 +30,36 @@ FINAL = {"completed", "compensated", "failed"}
 OPERATOR_TOKEN = "operator-token-for-tests"
 VIEWER_TOKEN = "viewer-token-for-tests"
 T = TypeVar("T")
+# The participants the tests' sagas name, beyond the shipped ones; `nobody` never runs.
+OTHER_SENDERS = ["wallet", "bank", "nobody"]
+# Payment's commands are signed with the orchestrator's key for payment alone; the others'
+# with the orchestrator's own key.
+SCOPED = {"payment"}
+
+
+def signing_key(owner: str) -> bytes:
+    return hashlib.sha256(f"test signing key of {owner}".encode()).digest()
+
+
+def key_id(owner: str) -> str:
+    return "t-" + owner.replace(">", "-to-")
+
+
+def signing_keys(owners: list[str]) -> str:
+    """SAGA_SIGNING_KEYS holding the test keys of `owners`."""
+    return ",".join(f"{key_id(o)}={o}:{base64.b64encode(signing_key(o)).decode()}" for o in owners)
+
+
+def orchestrator_key_for(participant: str) -> str:
+    if participant in SCOPED:
+        return signing.scoped(signing.ORCHESTRATOR, participant)
+    return signing.ORCHESTRATOR
+
+
+def signature(value: bytes, owner: str) -> tuple[str, bytes]:
+    """The `signature` header `owner` puts on a record of this value."""
+    digest = hmac.new(signing_key(owner), value, hashlib.sha256).hexdigest()
+    return signing.HEADER, f"{key_id(owner)}:{digest}".encode()
 
 
 def wait_for(
@@ -82,6 +116,16 @@ class System:
             "SAGA_DATA_KEYS": "e2e-1:AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=,"
             "e2e-2:ZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXp7fH1+f4CBgoM=",
             "SAGA_DATA_KEY_IDS": "payment=e2e-2",
+            # the orchestrator's processes: every sender's key; a participant gets its own
+            # and the orchestrator's key for it, and nothing else (see `start`)
+            "SAGA_SIGNING_KEYS": signing_keys(
+                [
+                    signing.ORCHESTRATOR,
+                    *(orchestrator_key_for(p) for p in SCOPED),
+                    *registry.shipped_names(),
+                    *OTHER_SENDERS,
+                ]
+            ),
             "PYTHONUNBUFFERED": "1",
         }
         self.url = f"http://127.0.0.1:{self.port}"
@@ -107,6 +151,10 @@ class System:
         self.commands[name] = args
         if env is not None:
             self.extra_env[name] = env
+        if args[:2] == ("participants", "worker"):
+            participant = args[2]
+            own = signing_keys([participant, orchestrator_key_for(participant)])
+            self.extra_env[name] = {"SAGA_SIGNING_KEYS": own, **self.extra_env.get(name, {})}
         with (self.workdir / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", *args],

@@ -16,10 +16,11 @@ import pytest
 
 from orchestrator import codec
 from orchestrator.saga import messages
+from orchestrator.transport import dead_letters
 from participants import registry
 from tests.e2e.kafka import dead, first, publish
 from tests.e2e.orders import new_sku, order, stock
-from tests.e2e.system import System, wait_for
+from tests.e2e.system import System, orchestrator_key_for, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -68,9 +69,15 @@ def test_poison_replies_are_dead_lettered_and_park_only_their_saga(system: Syste
     before = system.scalar("SELECT count(*) FROM saga")
     poison = mutations(parked["id"], random.Random(7))
 
-    publish(system, f"{system.namespace}.replies", [(parked["id"].encode(), p) for p in poison])
+    poisoned = [(parked["id"].encode(), p) for p in poison]
+    # signed as the replies claim to be: what is refused here is refused for what it says
+    publish(system, f"{system.namespace}.replies", poisoned, signed_by="inventory")
+
+    def letters_of_parked() -> list[dead_letters.DeadLetter]:
+        return [d for d in dead(system, f"{system.namespace}.replies") if d.key == parked["id"]]
+
     letters = wait_for(
-        lambda: (d := dead(system, f"{system.namespace}.replies")) and len(d) >= len(poison) and d,
+        lambda: (d := letters_of_parked()) and len(d) >= len(poison) and d,
         60,
         "every poison reply to be dead-lettered",
     )
@@ -107,11 +114,17 @@ def test_poison_commands_are_dead_lettered_by_every_participant(
     poison = [
         *mutations(saga_id, random.Random(participant))[:8],
         json.dumps(
-            {**json.loads(reply_like(saga_id)), "kind": "command", "messageType": "x.unknown"}
+            {
+                **json.loads(reply_like(saga_id)),
+                "kind": "command",
+                "messageType": "x.unknown",
+                "source": "orchestrator",
+            }
         ).encode(),
     ]
 
-    publish(system, topic, [(saga_id.encode(), p) for p in poison])
+    signer = orchestrator_key_for(participant)
+    publish(system, topic, [(saga_id.encode(), p) for p in poison], signed_by=signer)
     letters = wait_for(
         lambda: [d for d in dead(system, topic) if d.value in poison] or None,
         60,

@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from orchestrator import codec
 from orchestrator.saga import messages
 from tests.e2e.orders import new_sku, stock
-from tests.e2e.system import System
+from tests.e2e.system import System, orchestrator_key_for, signature
 
 pytestmark = pytest.mark.e2e
 
@@ -48,8 +48,12 @@ async def exchange(
     saga_ids = {c.saga_id for c in commands}
     try:
         for c in commands:
+            value = codec.encode(c)
             await producer.send_and_wait(
-                system.namespace + ".inventory.commands", codec.encode(c), key=c.saga_id.encode()
+                system.namespace + ".inventory.commands",
+                value,
+                key=c.saga_id.encode(),
+                headers=[signature(value, orchestrator_key_for("inventory"))],
             )
         got: list[messages.Message] = []
         async with asyncio.timeout(30):

@@ -35,7 +35,7 @@ from participants import registry
 from tests.conftest import service_urls
 from tests.e2e.kafka import first
 from tests.e2e.orders import DECLINED_CARD, new_sku, order
-from tests.e2e.system import System, wait_for
+from tests.e2e.system import System, signature, wait_for
 from tests.e2e.test_dead_letters import reply_like
 
 pytestmark = pytest.mark.e2e
@@ -76,6 +76,7 @@ class Record:
     topic: str
     key: str  # a saga id
     value: bytes
+    signed_by: str | None = None  # the sender whose test key signs it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,7 +99,10 @@ async def _send(kafka: str, records: Sequence[Record]) -> list[Sent]:
     try:
         sent = []
         for r in records:
-            meta = await producer.send_and_wait(r.topic, r.value, key=r.key.encode())
+            headers = [signature(r.value, r.signed_by)] if r.signed_by else []
+            meta = await producer.send_and_wait(
+                r.topic, r.value, key=r.key.encode(), headers=headers
+            )
             sent.append(Sent(r.what, r.topic, meta.partition, meta.offset, r.value))
         return sent
     finally:
@@ -426,7 +430,8 @@ def test_a_reply_with_ids_in_another_uuid_spelling_is_applied_once(system: Syste
             envelope = codec.to_dict(reply)
             envelope["messageId"] = SPELLINGS[spelling](reply.message_id)
             envelope["sagaId"] = SPELLINGS[spelling](reply.saga_id)
-            respelled.append(Record(spelling, replies, saga_id, json.dumps(envelope).encode()))
+            value = json.dumps(envelope).encode()
+            respelled.append(Record(spelling, replies, saga_id, value, "payment"))
         publish(system, respelled)
 
         for saga_id, (spelling, reply) in answered.items():
@@ -439,7 +444,8 @@ def test_a_reply_with_ids_in_another_uuid_spelling_is_applied_once(system: Syste
             assert [e["message_id"] for e in received] == [reply.message_id], spelling
 
         canonical = [
-            Record("canonical", replies, s, codec.encode(r)) for s, (_, r) in answered.items()
+            Record("canonical", replies, s, codec.encode(r), "payment")
+            for s, (_, r) in answered.items()
         ]
         resent = publish(system, canonical)
         wait_for(

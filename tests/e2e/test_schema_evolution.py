@@ -12,7 +12,7 @@ from orchestrator import codec
 from orchestrator.saga import messages
 from tests.e2e.kafka import dead, first, publish
 from tests.e2e.orders import new_sku, order
-from tests.e2e.system import System, wait_for
+from tests.e2e.system import System, orchestrator_key_for, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -54,6 +54,7 @@ def test_an_unknown_future_version_is_dead_lettered_not_half_applied(system: Sys
         system,
         f"{system.namespace}.payment.commands",
         [(future_saga.encode(), json.dumps(wire).encode())],
+        signed_by=orchestrator_key_for("payment"),
     )
     letter = wait_for(
         lambda: next(

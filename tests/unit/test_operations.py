@@ -88,7 +88,7 @@ def test_skip_marks_a_stuck_compensation_done_and_the_saga_goes_on() -> None:
     assert h.saga.steps["charge_payment"].status is StepStatus.COMPENSATED
 
 
-def test_attempts_go_on_counting_across_a_retry_so_a_stale_reply_is_ignored() -> None:
+def test_attempts_go_on_counting_across_a_retry_so_a_stale_reply_is_refused() -> None:
     h = SagaHarness(PIVOTED)
     h.script("c", "failure")
     h.start({})
@@ -109,7 +109,8 @@ def test_attempts_go_on_counting_across_a_retry_so_a_stale_reply_is_ignored() ->
     h.deliver(stale)
 
     assert h.saga.steps["c"].status is StepStatus.SENT
-    assert h.timeline[-1].kind == "late_reply"
+    assert h.dead_lettered[-1][0] is stale
+    assert h.timeline[-1].kind == "command_sent"
     h.run()
     assert h.status == "completed"
 

@@ -153,17 +153,48 @@ def test_a_step_found_applied_by_its_resolve_goes_on_as_if_its_reply_had_come() 
     assert h.saga.context["chargeId"] == "ch-1"
 
 
-def test_a_late_success_while_resolving_settles_the_step_as_applied() -> None:
+def test_a_reply_to_an_earlier_attempt_changes_nothing_late_or_replayed() -> None:
     h = harness()
     h.script("charge_payment", "no_reply", "no_reply", "no_reply")
     h.script_resolution("charge_payment", "no_reply")
     h.start(ORDER_INPUT)
     h.run(until=lambda h: "charge_payment" in h.resolutions())
+    before = dataclasses.replace(h.saga, steps=dict(h.saga.steps))
     first_charge = next(c for c in h.commands if c.message_type == "payment.charge")
     h.deliver(messages.reply_to(first_charge, source="payment", outcome=S, now=h.now))
-    assert h.saga.steps["charge_payment"].status is StepStatus.SUCCEEDED
-    h.run()
-    assert h.status == "completed"
+    assert h.saga.steps == before.steps
+    assert h.saga.steps["charge_payment"].status is StepStatus.RESOLVING
+    assert "late or replayed" in h.dead_lettered[-1][1]
+    h.run()  # the resolve's answer decides: nothing was applied, so it is fenced
+    assert h.status == "compensated"
+
+
+def test_a_reply_counts_only_from_the_steps_participant_for_the_command_last_sent() -> None:
+    h = harness()
+    h.script("reserve_inventory", "retryable", "success")
+    h.start(ORDER_INPUT)
+    first = h.commands[-1]
+    h.run(until=lambda h: len(h.actions()) == 2)
+    second = h.commands[-1]
+    assert h.saga.steps["reserve_inventory"].command_id == second.message_id
+    saga, definition = h.saga, order.DEFINITION
+    forged = messages.reply_to(second, source="payment", outcome=S, now=h.now)
+    stale = messages.reply_to(first, source="inventory", outcome=S, now=h.now)
+    current = messages.reply_to(second, source="inventory", outcome=S, now=h.now)
+    assert "belongs to inventory" in str(core.why_reply_does_not_count(saga, definition, forged))
+    assert "late or replayed" in str(core.why_reply_does_not_count(saga, definition, stale))
+    assert core.why_reply_does_not_count(saga, definition, current) is None
+
+
+def test_a_step_sent_before_command_ids_were_kept_is_matched_by_attempt() -> None:
+    h = harness()
+    h.start(ORDER_INPUT)
+    reserve = h.commands[-1]
+    h.saga.steps["reserve_inventory"].command_id = None
+    reply = messages.reply_to(reserve, source="inventory", outcome=S, now=h.now)
+    assert core.why_reply_does_not_count(h.saga, order.DEFINITION, reply) is None
+    h.deliver(reply)
+    assert h.saga.steps["reserve_inventory"].status is StepStatus.SUCCEEDED
 
 
 def test_a_participant_that_does_not_answer_a_resolve_is_asked_again_with_backoff() -> None:
@@ -262,12 +293,13 @@ def test_repeated_or_stale_reply_changes_nothing() -> None:
     assert len(h.commands) == 2
 
 
-def test_reply_for_an_unknown_step_is_ignored() -> None:
+def test_reply_for_an_unknown_step_is_dead_lettered() -> None:
     h = harness()
     h.start(ORDER_INPUT)
     reply = messages.reply_to(h.commands[0], source="t", outcome=S, now=NOW)
     h.deliver(dataclasses.replace(reply, step="nope"))
-    assert h.kinds()[-1] == "reply_ignored"
+    assert h.dead_lettered[-1][1] == "the saga has no step 'nope'"
+    assert h.kinds()[-1] == "command_sent"
     assert h.status == "running"
 
 

@@ -40,7 +40,9 @@ def service(db: FakeDatabase) -> SagaService:
 
 def reply_to_last_command(db: FakeDatabase, outcome: messages.Outcome) -> messages.Message:
     command = [p.message for p in db.outbox if p.message.kind is messages.Kind.COMMAND][-1]
-    return messages.reply_to(command, source="test", outcome=outcome, now=NOW)
+    return messages.reply_to(
+        command, source=command.message_type.split(".")[0], outcome=outcome, now=NOW
+    )
 
 
 async def test_start_stores_the_saga_and_its_first_command_together(
@@ -105,13 +107,13 @@ async def test_a_batch_applies_its_replies_in_order_and_stores_each_saga_once(
     a, _ = await service.start_saga("order", ORDER_INPUT)
     b, _ = await service.start_saga("order", ORDER_INPUT)
     reserved = messages.reply_to(
-        last_command_of(db, a.id), source="t", outcome=messages.Outcome.SUCCESS, now=NOW
+        last_command_of(db, a.id), source="inventory", outcome=messages.Outcome.SUCCESS, now=NOW
     )
     refused = messages.reply_to(
-        last_command_of(db, b.id), source="t", outcome=messages.Outcome.FAILURE, now=NOW
+        last_command_of(db, b.id), source="inventory", outcome=messages.Outcome.FAILURE, now=NOW
     )
     again = messages.reply_to(  # the same command answered twice: the second one is late
-        last_command_of(db, a.id), source="t", outcome=messages.Outcome.SUCCESS, now=NOW
+        last_command_of(db, a.id), source="inventory", outcome=messages.Outcome.SUCCESS, now=NOW
     )
     sent_before = len(db.outbox)
 
