@@ -51,6 +51,9 @@ TARGETS = {
     "batch_start_ratio_to_floor": (">=", 0.7),
     "ingress_ratio_to_floor": (">=", 0.7),
     "worker_rss_growth": ("<=", 0.10),
+    # rows of the outbox, the processed replies and the participants' inboxes at the end of
+    # the soak against its start: what retention purges stays flat
+    "soak_purged_tables_growth": ("<=", 0.5),
     "errors": ("<=", 0),
 }
 # The figures printed after the tables, in this order (all of them are in latest.json).
@@ -80,6 +83,7 @@ HEADLINE = (
     "ingress_ratio_to_floor",
     "errors",
     "worker_rss_growth",
+    "soak_purged_tables_growth",
 )
 START_PATHS = {  # the figures of each start path
     "batch": ("batch_start_sagas_per_s", "batch_start_ratio_to_floor"),
@@ -154,6 +158,13 @@ class Bench:
         self.system = System(settings.database_url, self.kafka, logs, definitions="")
         self.system.env["SAGA_TOPIC_PARTITIONS"] = str(floor_program.PARTITIONS)
         self.system.env["SAGA_LOG_FORMAT"] = "json"
+        # retention short enough for the soak to show the purged tables flat
+        self.system.env |= {
+            "SAGA_OUTBOX_RETENTION_S": "30",
+            "SAGA_TOPIC_RETENTION_S": "60",
+            "SAGA_DEDUP_RETENTION_S": "120",
+            "SAGA_HOUSEKEEPING_INTERVAL_S": "10",
+        }
         self.servers = probes.server_pids()
         self.ingress_topic = _ingress_topic(settings, self.system.namespace)
         self.not_measured: dict[str, str] = {}  # figure -> why it is null
@@ -279,6 +290,7 @@ class Bench:
             if not o.soak:
                 self.not_measured["worker_rss_growth"] = "skipped (--soak 0)"
             else:
+                tables_before = probes.table_sizes(self.system_db_url)
                 summary, _, usage = await self.measure(
                     processes,
                     self.system.namespace,
@@ -287,6 +299,9 @@ class Bench:
                 )
                 runs.append(summary)
                 soak = _memory_growth(usage.rss_series.get("worker", []), o.soak)
+                soak["tables"] = _table_growth(
+                    tables_before, probes.table_sizes(self.system_db_url)
+                )
         return runs, soak
 
     async def floor_runs(self) -> list[Summary]:
@@ -425,6 +440,32 @@ def _memory_growth(series: list[tuple[float, int]], duration: float) -> dict[str
     }
 
 
+PURGED_TABLES = (
+    "outbox",
+    "processed_message",
+    "inventory.inbox",
+    "payment.inbox",
+    "shipping.inbox",
+)
+
+
+def _table_growth(
+    before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]
+) -> dict[str, Any]:
+    """Rows and bytes of every table at the start and the end of the soak, and the growth
+    of the purged ones' rows together."""
+    tables = {
+        name: {
+            "rows": [before.get(name, (0, 0))[0], rows],
+            "bytes": [before.get(name, (0, 0))[1], size],
+        }
+        for name, (rows, size) in sorted(after.items())
+    }
+    start = sum(tables[t]["rows"][0] for t in PURGED_TABLES if t in tables)
+    end = sum(tables[t]["rows"][1] for t in PURGED_TABLES if t in tables)
+    return {"by_table": tables, "purged_growth": end / start - 1 if start else None}
+
+
 def _document(
     runs: list[Summary],
     floor: list[Summary],
@@ -473,6 +514,9 @@ def _document(
     document |= {
         "errors": sum(r.errors for r in runs),
         "worker_rss_growth": _round(soak.get("growth"), 3) if soak else None,
+        "soak_purged_tables_growth": _round(soak["tables"]["purged_growth"], 3)
+        if soak and soak.get("tables")
+        else None,
         "not_measured": {k: v for k, v in (not_measured or {}).items() if document.get(k) is None},
         "soak": soak,
         "machine": report.machine(),
@@ -576,6 +620,11 @@ def main() -> None:
     print()
     for key in HEADLINE:
         print(f"{key:<32} {document[key]}")
+    if soak and soak.get("tables"):
+        print("\ntables at the start and the end of the soak (rows, MiB):")
+        for name, size in soak["tables"]["by_table"].items():
+            (r0, r1), (b0, b1) = size["rows"], size["bytes"]
+            print(f"  {name:<28} {r0:>9} -> {r1:<9} {b0 / 2**20:8.1f} -> {b1 / 2**20:.1f}")
     for key, why in document["not_measured"].items():
         print(f"not measured: {key}: {why}")
     for name, verdict in document["targets"].items():

@@ -258,3 +258,22 @@ def batch_sizes(metrics_url: str) -> dict[str, tuple[float, float]]:
         key = "replies" if name == "consumed" else "outbox"
         found.setdefault(key, [0.0, 0.0])[0 if part == "sum" else 1] += float(value)
     return {k: (v[0], v[1]) for k, v in found.items()}
+
+
+_TABLES = """
+SELECT format('%I.%I', schemaname, relname), schemaname, relname, pg_total_relation_size(relid)
+FROM pg_stat_user_tables
+WHERE schemaname NOT IN ('pg_catalog', 'information_schema') AND relname <> 'alembic_version'
+      AND relname NOT LIKE '%alembic_version'
+"""
+
+
+def table_sizes(database_url: str) -> dict[str, tuple[int, int]]:
+    """Rows (counted) and bytes (with indexes and TOAST) of every table of the database, by
+    name; the orchestrator's tables by their bare name, a participant's as schema.table."""
+    sizes = {}
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        for qualified, schema, table, size in conn.execute(_TABLES).fetchall():
+            (rows,) = conn.execute(f"SELECT count(*) FROM {qualified}").fetchone() or (0,)
+            sizes[table if schema == "public" else f"{schema}.{table}"] = (int(rows), int(size))
+    return sizes

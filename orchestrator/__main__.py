@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import getpass
+import gzip
+import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -49,6 +53,22 @@ def _parser() -> argparse.ArgumentParser:
             one.add_argument(
                 "--by", default=_os_user(), help="who replays it (default: the OS user)"
             )
+    archive = commands.add_parser(
+        "archive",
+        help="move finished sagas (completed, compensated) with their steps and timeline to "
+        "a gzipped JSON-lines file, or drop them, in small batches",
+    )
+    archive.add_argument(
+        "--older-than",
+        help="not updated for this long, e.g. 30d (default: SAGA_FINISHED_RETENTION_S)",
+    )
+    where = archive.add_mutually_exclusive_group(required=True)
+    where.add_argument("--to", metavar="FILE.jsonl.gz", help="append them to this file")
+    where.add_argument("--drop", action="store_true", help="delete them without a copy")
+    archive.add_argument(
+        "--include-failed", action="store_true", help="failed sagas too (they wait on operators)"
+    )
+    archive.add_argument("--batch", type=int, default=200, help="sagas per transaction")
     definitions = commands.add_parser("definitions", help="the saga definitions loaded")
     definition_commands = definitions.add_subparsers(dest="action", required=True)
     definition_commands.add_parser("list", help="every saga type and version")
@@ -96,9 +116,53 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
     elif args.command == "dlq":
         fix = Path(args.value_file).read_bytes() if getattr(args, "value_file", None) else None
         asyncio.run(_dlq(args, settings, fix))
+    elif args.command == "archive":
+        asyncio.run(_archive(args, settings))
     elif args.command == "topics":
         created = asyncio.run(bootstrap.create_topics(settings))
         print("created: " + (", ".join(created) if created else "nothing, all exist"))
+
+
+async def _archive(args: argparse.Namespace, settings: Settings) -> None:
+    from orchestrator import durations
+    from orchestrator.store.retention import FINISHED, Archived, SqlRetention
+    from orchestrator.store.unit_of_work import engine_for
+
+    if args.older_than is not None:
+        try:
+            older_than_s = durations.parse(args.older_than).total_seconds()
+        except (ValueError, OverflowError) as exc:
+            sys.exit(f"orchestrator: --older-than: {exc}")
+    elif settings.finished_retention_s:
+        older_than_s = settings.finished_retention_s
+    else:
+        sys.exit("orchestrator: give --older-than, or set SAGA_FINISHED_RETENTION_S")
+    if not 1 <= args.batch <= 10_000:
+        sys.exit("orchestrator: --batch must be between 1 and 10000")
+    statuses = (*FINISHED, "failed") if args.include_failed else FINISHED
+    engine = engine_for(settings, 1)
+    retention = SqlRetention(engine)
+    total = 0
+    with contextlib.ExitStack() as closing:
+        keep = None
+        if args.to:
+            raw = closing.enter_context(open(args.to, "ab"))  # noqa: ASYNC230  # a CLI
+            archive = closing.enter_context(gzip.GzipFile(fileobj=raw, mode="ab"))
+
+            def keep(sagas: Sequence[Archived]) -> None:
+                """On disk before the transaction that deletes them commits."""
+                archive.write(b"".join(json.dumps(s).encode() + b"\n" for s in sagas))
+                archive.flush()
+                raw.flush()
+                os.fsync(raw.fileno())
+
+        try:
+            while n := await retention.remove_finished(older_than_s, args.batch, keep, statuses):
+                total += n
+        finally:
+            await engine.dispose()
+    done = f"archived {total} saga(s) to {args.to}" if args.to else f"dropped {total} saga(s)"
+    print(done)
 
 
 def _definitions(args: argparse.Namespace, registry: DefinitionRegistry) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Any
 
 import structlog
@@ -12,6 +13,7 @@ from orchestrator import sagas, scheduler, sealed, signing
 from orchestrator.api import guards
 from orchestrator.api.app import create_app
 from orchestrator.api.auth import Authenticator
+from orchestrator.housekeeping import Housekeeping, Purge
 from orchestrator.saga.definition import DefinitionRegistry
 from orchestrator.saga.messages import Message
 from orchestrator.service import SagaService
@@ -19,6 +21,7 @@ from orchestrator.settings import Settings, SettingsError
 from orchestrator.store import migrate
 from orchestrator.store.outbox import SqlOutbox
 from orchestrator.store.queries import SqlSagaReader
+from orchestrator.store.retention import SqlRetention
 from orchestrator.store.unit_of_work import SqlUnitOfWork, engine_for
 from orchestrator.transport import consumer, faust_app, ingress, topics
 from orchestrator.transport.loop import consuming
@@ -147,6 +150,18 @@ def run_worker(settings: Settings) -> None:
         log.info("outbox_relay_started")
         await relay.run()
 
+    retention = SqlRetention(engine)
+    purges = [
+        Purge("processed_message", partial(retention.purge_processed, settings.dedup_retention_s))
+    ]
+    if settings.drop_finished and settings.finished_retention_s:
+        drop = partial(retention.remove_finished, settings.finished_retention_s)
+        purges.append(Purge("finished_saga", drop, batch=100))
+    housekeeping = Housekeeping(purges, settings.housekeeping_interval_s)
+
+    async def keep_house() -> None:
+        await housekeeping.run()
+
     timers = scheduler.Timers(service, settings.timer_interval_s)
     service.on_wake_time = timers.wake_at
 
@@ -164,6 +179,6 @@ def run_worker(settings: Settings) -> None:
         f"{settings.topic_namespace}-orchestrator",
         [replies, starts],
         close,
-        tasks=[relay_outbox, fire_timers],
+        tasks=[relay_outbox, fire_timers, keep_house],
         web_port=settings.worker_metrics_port,
     )

@@ -38,6 +38,11 @@ SAGAS_PARKED = Counter(
 OUTBOX_PARKED = Counter(
     "saga_outbox_parked_total", "Outbox rows parked because the broker refused them for good"
 )
+PURGED = Counter(
+    "saga_purged_total",
+    "Rows removed past their retention: processed replies, a participant's inbox, finished sagas",
+    ["what"],
+)
 UNAUTHENTICATED = Counter(
     "saga_messages_unauthenticated_total",
     "Messages dead-lettered because their signature is missing, unknown or wrong",

@@ -28,6 +28,19 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str = pydantic.Field(description="host:port[,host:port...]")
     topic_namespace: str = pydantic.Field(default="saga", pattern=r"^[A-Za-z0-9_-]+$")
     topic_partitions: int = pydantic.Field(default=8, ge=1, le=1024)
+    topic_retention_s: int = pydantic.Field(
+        default=7 * 86_400,
+        ge=60,
+        description="retention.ms of the command, reply, event and start topics this "
+        "project creates (their dead-letter topics keep the broker's default)",
+    )
+    dedup_retention_s: int = pydantic.Field(
+        default=8 * 86_400,
+        ge=120,
+        description="how long the worker remembers a processed reply, and a participant a "
+        "command's stored reply: longer than SAGA_TOPIC_RETENTION_S, so that no copy of a "
+        "message can arrive after it is forgotten",
+    )
     api_host: str = "127.0.0.1"
     api_port: int = pydantic.Field(default=8000, ge=1, le=65535)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -146,6 +159,21 @@ class Settings(BaseSettings):
         le=30 * 86_400,
         description="how long a published outbox row is kept before the relay deletes it",
     )
+    finished_retention_s: int = pydantic.Field(
+        default=0,
+        ge=0,
+        description="finished sagas (completed, compensated) older than this are archived "
+        "by `orchestrator archive`, or dropped by the worker with SAGA_DROP_FINISHED "
+        "(0: kept for ever)",
+    )
+    drop_finished: bool = pydantic.Field(
+        default=False,
+        description="the worker deletes finished sagas past SAGA_FINISHED_RETENTION_S, with "
+        "their steps and timeline, without archiving them",
+    )
+    housekeeping_interval_s: float = pydantic.Field(
+        default=60, gt=0, le=86_400, description="how often the worker and participants purge"
+    )
     session_secret: str = pydantic.Field(
         default="",
         repr=False,
@@ -233,6 +261,17 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql://", "postgresql+psycopg://")):
             raise ValueError("must be a postgresql:// or postgresql+psycopg:// URL")
         return value.replace("postgresql://", "postgresql+psycopg://", 1)
+
+    @pydantic.field_validator("dedup_retention_s")
+    @classmethod
+    def _beyond_topic_retention(cls, value: int, info: pydantic.ValidationInfo) -> int:
+        topics = info.data.get("topic_retention_s")
+        if topics is not None and value <= topics:
+            raise ValueError(
+                f"must be longer than SAGA_TOPIC_RETENTION_S ({topics} s): a duplicate still "
+                "on a topic would be applied again"
+            )
+        return value
 
     @pydantic.field_validator("timer_overdue_after_s")
     @classmethod

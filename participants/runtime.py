@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 
 from orchestrator import signing
+from orchestrator.housekeeping import Housekeeping, Purge
 from orchestrator.settings import Settings, SettingsError
 from orchestrator.store.unit_of_work import engine_for
 from orchestrator.transport import consumer, faust_app, topics
@@ -42,6 +44,12 @@ def serve(participant: Participant, settings: Settings, web_port: int = 0) -> No
     apply_commands = consumer.applying(processor.process_many, publisher, verify=authentic)
     commands = consuming(settings, f"participant-{name}", name, apply_commands)
 
+    purge = partial(processor.purge_inbox, settings.dedup_retention_s)
+    housekeeping = Housekeeping([Purge("inbox", purge)], settings.housekeeping_interval_s)
+
+    async def keep_house() -> None:
+        await housekeeping.run()
+
     async def close() -> None:
         await publisher.stop()
         await engine.dispose()
@@ -56,4 +64,5 @@ def serve(participant: Participant, settings: Settings, web_port: int = 0) -> No
         close,
         web_port=web_port,
         ready_checks=[schema_at_head],
+        tasks=[keep_house],
     )

@@ -23,7 +23,7 @@ from fastapi import (
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from orchestrator import codec, metrics
+from orchestrator import codec, durations, metrics
 from orchestrator.api import auth, errors, schemas
 from orchestrator.ports import StartRequest
 from orchestrator.saga.errors import InvalidQueryError, SagaNotFoundError
@@ -396,15 +396,11 @@ async def readyz(request: Request, sagas: Reader) -> dict[str, str]:
     return {"status": "ready"}
 
 
-_DURATION = re.compile(r"^(\d{1,9})(s|m|h|d)$")
-_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
-
-
 def parse_duration(text: str) -> timedelta:
-    match = _DURATION.match(text.strip())
-    if match is None:
-        raise InvalidDurationError(f"invalid duration {text!r}: use 30s, 10m, 2h or 1d")
-    return timedelta(**{_UNITS[match[2]]: int(match[1])})
+    try:
+        return durations.parse(text)
+    except ValueError as exc:
+        raise InvalidDurationError(str(exc)) from None
 
 
 def _aware(at: datetime | None) -> datetime | None:

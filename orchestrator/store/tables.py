@@ -136,4 +136,5 @@ processed_message = sa.Table(
     sa.Column("message_id", pg.UUID(as_uuid=False), primary_key=True),
     sa.Column("saga_id", pg.UUID(as_uuid=False), nullable=False),
     sa.Column("processed_at", sa.DateTime(timezone=True), nullable=False, server_default=_now),
+    sa.Index("ix_processed_message_processed_at", "processed_at", postgresql_using="brin"),
 )

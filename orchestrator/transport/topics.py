@@ -33,7 +33,16 @@ async def ensure_topics(settings: Settings, participants: Iterable[str]) -> list
         existing = set(await admin.list_topics())
         missing = [t for t in topic_names(settings, participants) if t not in existing]
         if missing:
-            new = [NewTopic(t, settings.topic_partitions, 1) for t in missing]
+            retention = {"retention.ms": str(settings.topic_retention_s * 1000)}
+            new = [
+                NewTopic(
+                    t,
+                    settings.topic_partitions,
+                    1,
+                    topic_configs={} if t.endswith(DLQ_SUFFIX) else retention,
+                )
+                for t in missing
+            ]
             response = await admin.create_topics(new)
             for topic, code, *_ in response.topic_errors:
                 if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS, another process won

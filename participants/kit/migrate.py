@@ -249,3 +249,20 @@ def create_kit_tables_v1(schema: str, *, if_not_exists: bool = False) -> None:
 def drop_kit_tables_v1(schema: str) -> None:
     op.drop_table("step_ledger", schema=schema)
     op.drop_table("inbox", schema=schema)
+
+
+def create_kit_inbox_index_v2(schema: str) -> None:
+    """Version 2 of the kit's tables: the index by which the inbox's replies past the
+    retention are purged (SAGA_DEDUP_RETENTION_S). Frozen, as v1."""
+    op.create_index(
+        "ix_inbox_received_at",
+        "inbox",
+        ["received_at"],
+        schema=schema,
+        postgresql_using="brin",
+        if_not_exists=True,
+    )
+
+
+def drop_kit_inbox_index_v2(schema: str) -> None:
+    op.drop_index("ix_inbox_received_at", table_name="inbox", schema=schema)

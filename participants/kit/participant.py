@@ -190,6 +190,12 @@ class CommandProcessor:
             f"SELECT 'state', saga_id::text, step, state, data, NULL FROM {ledger_name} "
             "WHERE saga_id = ANY(CAST(:sagas AS uuid[]))"
         )
+        self._purge = as_psycopg(
+            f"DELETE FROM {inbox_name} WHERE ctid = ANY(ARRAY("
+            f"SELECT ctid FROM {inbox_name} "
+            "WHERE received_at < now() - make_interval(secs => :older_than) "
+            "LIMIT :limit FOR UPDATE SKIP LOCKED))"
+        )
         # the ledger's new states and the inbox's new replies, in one write
         self._store = as_psycopg(
             f"""
@@ -206,6 +212,17 @@ class CommandProcessor:
                                  CAST(:i_reply AS bytea[]))
             """
         )
+
+    async def purge_inbox(self, older_than_s: float, limit: int) -> int:
+        """Forget up to `limit` stored replies older than `older_than_s`; how many. A command
+        repeated after its reply is forgotten is still answered from the ledger."""
+        with translated():
+            async with self._engine.begin() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert raw is not None
+                params = {"older_than": older_than_s, "limit": limit}
+                removed: int = (await raw.execute(self._purge, params)).rowcount
+                return removed
 
     async def process(self, command: messages.Message) -> None:
         await self.process_many([command])

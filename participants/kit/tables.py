@@ -30,6 +30,8 @@ def kit_tables(metadata: sa.MetaData) -> tuple[sa.Table, sa.Table]:
             nullable=False,
             server_default=sa.text("now()"),
         ),
+        # the purge finds the replies past the retention by it (inserts come in time order)
+        sa.Index("ix_inbox_received_at", "received_at", postgresql_using="brin"),
     )
     ledger = sa.Table(
         "step_ledger",

@@ -139,7 +139,7 @@ def test_participants_migrate_adopts_the_tables_the_orchestrators_history_create
     assert done.returncode == 0, done.stderr
     for name in SHIPPED:
         participant = shipped(name, empty_database)
-        assert f"{name}: schema {participant.schema!r} is at 0001" in done.stdout
+        assert f"{name}: schema {participant.schema!r} is at 0002" in done.stdout
         assert at_head(participant, empty_database)
         assert_no_drift(participant_migrate.check, participant, empty_database)
     with sql(empty_database) as conn:
