@@ -103,6 +103,8 @@ def run_api(settings: Settings, port: int | None = None) -> None:
         app,
         host=settings.api_host,
         port=port or settings.api_port,
+        # None: uvicorn's default config gives its loggers plain-text handlers of their own
+        log_config=None,
         log_level="warning",
         timeout_graceful_shutdown=10,
     )

@@ -127,7 +127,9 @@ def _run(app: faust.App, settings: Settings) -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
     asyncio.set_event_loop(asyncio.new_event_loop())
     # faust narrates every rebalance at INFO; our own structured events say what matters.
-    libraries = "debug" if settings.log_level == "debug" else "warning"
+    libraries = logs.library_level(settings.log_level)
+    # mode clears the root logger's handlers when the worker starts and applies
+    # `logging_config`, or else its own plain-text handler on stdout: give it ours.
     worker = _Worker(
         app,
         loglevel=libraries.upper(),
