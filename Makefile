@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTHON ?= python3
 
-.PHONY: help install services services-secure browser migrate demo test unit faults bench lint format stop
+.PHONY: help install services services-secure browser promtool migrate demo test unit faults bench lint format stop
 
 help:
 	@echo "make demo      install, start PostgreSQL + Kafka + the services, run two orders"
@@ -53,7 +53,10 @@ unit: install
 browser:
 	deploy/local/browser
 
-test: install services browser lint
+promtool:  ## checks the alert rules; built once from its Go module into .local/bin
+	deploy/observability/promtool >/dev/null
+
+test: install services browser promtool lint
 	$(BIN)/pytest
 
 SIZE ?= 1000
