@@ -93,6 +93,10 @@ def main(argv: list[str] | None = None) -> None:
     except SettingsError as exc:
         sys.exit(f"orchestrator: {exc.message}")
     logs.configure(settings.log_level, settings.log_format)
+    if args.command in ("api", "worker"):
+        from orchestrator import tracing
+
+        tracing.configure(f"saga-{args.command}")
 
     try:
         _run(args, settings)

@@ -170,9 +170,14 @@ def headers(message: messages.Message) -> list[tuple[str, bytes]]:
 def traceparent(message: messages.Message) -> str:
     """A W3C trace context: the saga's trace (the one its REST request came with, else one
     derived from the saga id) and a span for this message."""
-    trace_id = message.trace_id or message.saga_id.replace("-", "")[:32].ljust(32, "0")
+    trace_id = saga_trace_id(message.trace_id, message.saga_id)
     span_id = message.message_id.replace("-", "")[:16].ljust(16, "0")
     return f"00-{trace_id}-{span_id}-01"
+
+
+def saga_trace_id(trace_id: str, saga_id: str) -> str:
+    """The saga's trace: the one it was started in, else one derived from its id."""
+    return trace_id or saga_id.replace("-", "")[:32].ljust(32, "0")
 
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}$")

@@ -6,6 +6,7 @@ import dataclasses
 import enum
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from orchestrator import input_schema, metrics, sealed
+from orchestrator import input_schema, metrics, sealed, tracing
 from orchestrator.faults import holds_nul, printable
 from orchestrator.group_commit import GroupCommit
 from orchestrator.ports import (
@@ -180,6 +181,7 @@ class SagaService:
     async def _commit_starts(self, prepared: Sequence[_Prepared]) -> list[Started]:
         """One transaction for all: new sagas are stored, and a saga whose key (or id) was
         taken, now or before, is answered with the saga that took it."""
+        started = time.time_ns() if tracing.enabled else 0
         async with self._uow.transaction() as store:
             now = await store.now()
             decisions = [
@@ -203,6 +205,11 @@ class SagaService:
             if decision.saga.id not in refused:
                 metrics.observe(p.definition, None, decision)
                 log.debug("saga_started", saga_id=decision.saga.id, saga_type=decision.saga.type)
+        if tracing.enabled:
+            ended = time.time_ns()
+            for decision in decisions:
+                if decision.saga.id not in refused:
+                    tracing.decided(None, decision, started, ended)
         return results
 
     async def _started_before(self, store: SagaStore, prepared: _Prepared) -> Started:
@@ -227,6 +234,7 @@ class SagaService:
         self, saga_id: str, action: str, actor: str, reason: str, step: str | None = None
     ) -> core.Saga:
         """Apply an operator action under the saga's row lock: one writer per saga."""
+        started = time.time_ns() if tracing.enabled else 0
         async with self._uow.transaction() as store:
             saga = (await store.load_many([saga_id], for_update=True)).get(saga_id)
             if saga is None:
@@ -248,6 +256,8 @@ class SagaService:
                 await store.update_many([decision.saga], now)
                 await self._record(store, decision, now)
         metrics.observe(definition, saga, decision)
+        if tracing.enabled:
+            tracing.decided(saga, decision, started, time.time_ns())
         log.info("operator_action", saga_id=saga_id, action=action, actor=actor, step=step)
         return decision.saga
 
@@ -265,6 +275,7 @@ class SagaService:
         observed = []
         recorded: dict[str, tuple[list[core.TimelineEntry], list[Publication]]] = {}
         outcomes = []
+        started = time.time_ns() if tracing.enabled else 0
         async with self._uow.transaction() as store:
             fresh, sagas = await store.claim_replies([(r.message_id, r.saga_id) for r in replies])
             now = await store.now()
@@ -303,6 +314,11 @@ class SagaService:
                 outcome=reply.payload.get("outcome"),
                 saga_status=decision.saga.status.value,
             )
+        if tracing.enabled:
+            ended = time.time_ns()
+            for _, saga, decision, reply in observed:
+                tracing.reply_applied(reply, decision.saga, started, ended)
+                tracing.decided(saga, decision, started, ended)
         return outcomes
 
     async def fire_timers(self, limit: int = 100) -> int:
@@ -320,6 +336,7 @@ class SagaService:
         all the same.
         """
         decisions = []
+        started = time.time_ns() if tracing.enabled else 0
         async with self._uow.transaction() as store:
             due = await store.claim_due(limit, self._known)
             if not due:
@@ -342,6 +359,10 @@ class SagaService:
                     log.info(entry.kind, saga_id=saga.id, step=entry.step)
         for observed in decisions:
             metrics.observe(*observed)
+        if tracing.enabled:
+            ended = time.time_ns()
+            for _, saga, decision in decisions:
+                tracing.decided(saga, decision, started, ended)
         return len(due), None
 
     async def _park(self, store: SagaStore, saga: core.Saga, reason: str, now: datetime) -> None:

@@ -71,6 +71,9 @@ def main(argv: list[str] | None = None) -> None:
             participant = registry.participant(args.name, settings)
         except registry.UnknownParticipantError as exc:
             sys.exit(f"participants: {exc}")
+        from orchestrator import tracing
+
+        tracing.configure(f"saga-participant-{participant.name}")
         runtime.serve(participant, settings, port)
     elif args.command in ("migrate", "revision"):
         _migrations(args, settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from orchestrator import tracing
 from orchestrator.api import errors, guards, routes, ui
 from orchestrator.api.auth import Authenticator
 from orchestrator.service import SagaService
@@ -60,7 +62,48 @@ def create_app(
     )
     app.add_middleware(guards.TrustedHosts, allowed=trusted_hosts)
     app.add_middleware(guards.SecurityHeaders)
+    if tracing.enabled:  # off, requests pay nothing for it
+        app.add_middleware(RequestSpans)
     return app
+
+
+class RequestSpans:
+    """A server span for each request but the probes', recorded when its answer is sent.
+    While it runs, the routes that start sagas decide its trace and id (`tracing`)."""
+
+    PROBES = frozenset({"/healthz", "/readyz", "/metrics"})
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self.PROBES:
+            await self._app(scope, receive, send)
+            return
+        started = time.time_ns()
+        trace = tracing.begin_request(Headers(scope=scope).get("traceparent"))
+        status = 500
+
+        async def answered(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._app(scope, receive, answered)
+        finally:
+            # the route's template, not the path: one name for every saga id
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            tracing.end_request(
+                trace,
+                f"{scope['method']} {route}",
+                started,
+                time.time_ns(),
+                {"http.request.method": scope["method"], "http.route": route,
+                 "http.response.status_code": status},
+                failed=status >= 500,
+            )  # fmt: skip
 
 
 class BodyLimit:

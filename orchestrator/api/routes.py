@@ -23,7 +23,7 @@ from fastapi import (
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from orchestrator import codec, durations, metrics
+from orchestrator import codec, durations, metrics, tracing
 from orchestrator.api import auth, errors, schemas
 from orchestrator.ports import StartRequest
 from orchestrator.saga.errors import InvalidQueryError, SagaNotFoundError
@@ -100,9 +100,13 @@ async def start_saga(
     ] = None,
 ) -> schemas.SagaStarted:
     trace_id = codec.trace_id_of(request.headers.get("traceparent"))
+    if tracing.enabled:  # the saga joins the trace of the request's span
+        trace_id = tracing.request_trace_id() or trace_id
     saga, created = await sagas.start_saga(
         body.type, body.input, body.version, scoped(who, idempotency_key), trace_id
     )
+    if tracing.enabled and created:
+        tracing.started_by_request(saga)
     if not created:
         response.status_code = status.HTTP_200_OK
     response.headers["Location"] = str(request.url_for("get_saga", saga_id=saga.id))
@@ -128,6 +132,9 @@ async def start_sagas(
     body: schemas.StartSagaBatch, request: Request, sagas: Sagas, who: Operator
 ) -> schemas.BatchResult:
     trace_id = codec.trace_id_of(request.headers.get("traceparent"))
+    began = time.time_ns() if tracing.enabled else 0
+    if tracing.enabled:
+        trace_id = tracing.request_trace_id() or trace_id
     started = await sagas.start_sagas(
         [
             StartRequest(
@@ -147,6 +154,9 @@ async def start_sagas(
             results.append(
                 schemas.BatchItemResult(index=index, status=202 if created else 200, id=saga.id)
             )
+    if tracing.enabled:
+        new = [o[0] for o in started if not isinstance(o, Exception) and o[1]]
+        tracing.started_in_request(new, began, time.time_ns())
     return schemas.BatchResult(results=results)
 
 

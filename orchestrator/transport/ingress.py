@@ -13,11 +13,12 @@ goes to `<namespace>.starts.dlq` with the reason; the others in its batch start 
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from orchestrator import codec
+from orchestrator import codec, tracing
 from orchestrator.faults import Fault, GaveUpError, classify, describe, retrying
 from orchestrator.ports import Started, StartRequest
 from orchestrator.saga.errors import (
@@ -111,15 +112,11 @@ async def apply_starts(
     """Start the sagas a batch of records asks for, in one transaction; dead-letter each
     record that starts none, with the reason. Transient faults are retried for the batch
     (a repeat starts nothing twice: the keys deduplicate)."""
-    wanted: list[tuple[Consumed, StartRequest]] = []
-    for record in records:
-        try:
-            wanted.append((record, decode_start(record)))
-        except UndecodableMessageError as exc:
-            await dead_letter(record, publisher, exc.message, max_backoff_s)
+    wanted = await _decoded(records, publisher, max_backoff_s)
     if not wanted:
         return
     requests = [request for _, request in wanted]
+    started = time.time_ns() if tracing.enabled else 0
 
     async def start() -> Sequence[Started]:
         results = await start_many(requests)
@@ -135,6 +132,31 @@ async def apply_starts(
     for (record, _), result in zip(wanted, results, strict=True):
         if isinstance(result, Exception):
             await dead_letter(record, publisher, _reason(result), max_backoff_s)
+    if tracing.enabled:
+        _trace_starts(wanted, results, started)
+
+
+async def _decoded(
+    records: Sequence[Consumed], publisher: Publisher, max_backoff_s: float
+) -> list[tuple[Consumed, StartRequest]]:
+    """Each record with the start it asks for; one that asks for none is dead-lettered."""
+    wanted: list[tuple[Consumed, StartRequest]] = []
+    for record in records:
+        try:
+            wanted.append((record, decode_start(record)))
+        except UndecodableMessageError as exc:
+            await dead_letter(record, publisher, exc.message, max_backoff_s)
+    return wanted
+
+
+def _trace_starts(
+    wanted: Sequence[tuple[Consumed, StartRequest]], results: Sequence[Started], started: int
+) -> None:
+    ended = time.time_ns()
+    for (record, _), result in zip(wanted, results, strict=True):
+        if not isinstance(result, Exception) and result[1]:  # a new saga
+            trace = dict(record.headers).get("traceparent", b"").decode("utf-8", "replace")
+            tracing.started_by_message(result[0], trace, started, ended)
 
 
 def _reason(exc: Exception) -> str:

@@ -14,6 +14,7 @@ The anomalies are handled here, not in every handler:
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from prometheus_client import Counter
 from psycopg.types.json import Jsonb
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator import codec, faults
+from orchestrator import codec, faults, tracing
 from orchestrator.saga import messages
 from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.errors import OrchestratorError
@@ -238,16 +239,26 @@ class CommandProcessor:
                     f"{self._p.name} does not handle {command.kind.value} {command.message_type!r}"
                 )
         commands = [self._p.contracts.read(c, self._p.reads.get(c.message_type)) for c in commands]
+        started = time.time_ns() if tracing.enabled else 0
+        batch = _Batch({}, {})
         try:
-            replies = await self._replies_in_transaction(commands, _Batch({}, {}))
+            replies = await self._replies_in_transaction(commands, batch)
         except _Undo as undo:  # a command not applied: again, its reply known, with savepoints
             decided = {undo.command.message_id: undo.result}
-            again = _Batch({}, {}, decided=decided, optimistic=False)
-            replies = await self._replies_in_transaction(commands, again)
+            batch = _Batch({}, {}, decided=decided, optimistic=False)
+            replies = await self._replies_in_transaction(commands, batch)
+        committed = time.time_ns() if tracing.enabled else 0
         await self._publisher.publish(
             [Record(self._replies, reply.saga_id, stored, self._headers(reply, stored))
              for reply, stored in replies]
         )  # fmt: skip
+        if tracing.enabled:
+            tracing.commands_handled(
+                self._p.name,
+                [(command, reply) for command, (reply, _) in zip(commands, replies, strict=True)],
+                {row[0] for row in batch.new_inbox},  # the others were answered from the inbox
+                (started, committed, time.time_ns()),
+            )
 
     def _headers(self, reply: messages.Message, value: bytes) -> list[tuple[str, bytes]]:
         headers = codec.headers(reply)
