@@ -66,7 +66,20 @@ class Settings(BaseSettings):
         description="the worker's /healthz, /readyz and /metrics port; 0: none",
     )
     consumer_session_timeout_s: float = pydantic.Field(
-        default=30, ge=6, le=300, description="how long a silent consumer keeps its partitions"
+        default=10,
+        ge=1,
+        le=300,
+        description="how long a silent consumer keeps its partitions: a process killed "
+        "without a goodbye pauses its partitions this long (the broker refuses less than "
+        "its group.min.session.timeout.ms, 6 s unless lowered)",
+    )
+    instance_id: str = pydantic.Field(
+        default="",
+        pattern=r"^[A-Za-z0-9._-]{0,100}$",
+        description="a name for this process that stays the same across its restarts, and "
+        "that no other running process of the same kind has (a pod of a StatefulSet, "
+        "worker-1): its consumers are then static group members, and a restarted process "
+        "takes its partitions back at once instead of waiting out its old session",
     )
     timer_interval_s: float = pydantic.Field(
         default=1.0,

@@ -45,6 +45,7 @@ class ConsumerLoop:
         commit_interval_s: float = 0.5,
         idle_wait_s: float = 5.0,
         security: Mapping[str, Any] | None = None,
+        instance_id: str | None = None,
     ) -> None:
         self.topic = topic
         self._apply = apply
@@ -60,7 +61,11 @@ class ConsumerLoop:
             "auto_offset_reset": "earliest",
             "max_poll_records": max_batch,
             "session_timeout_ms": int(session_timeout_s * 1000),
-            "heartbeat_interval_ms": int(session_timeout_s * 100),
+            # three heartbeats a session: one lost to a busy moment does not end it
+            "heartbeat_interval_ms": int(session_timeout_s * 1000 / 3),
+            # static membership: a restarted member with the same id is given its partitions
+            # back without a rebalance, instead of waiting for its old session to expire
+            **({"group_instance_id": instance_id} if instance_id else {}),
             # the broker holds an empty fetch this long: an idle consumer asks twice a second
             "fetch_max_wait_ms": 500,
         }
@@ -173,6 +178,7 @@ def consuming(settings: Settings, group: str, channel: str, apply: Apply) -> Con
         apply,
         session_timeout_s=settings.consumer_session_timeout_s,
         security=kafka_security(settings),
+        instance_id=settings.instance_id or None,
     )
 
 

@@ -158,7 +158,8 @@ class System:
         with (self.workdir / f"{name}.log").open("ab") as log:
             self.processes[name] = subprocess.Popen(
                 [sys.executable, "-m", *args],
-                env={**self.env, **self.extra_env.get(name, {})},
+                # each process a static group member under its own name, kept on restarts
+                env={"SAGA_INSTANCE_ID": name, **self.env, **self.extra_env.get(name, {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

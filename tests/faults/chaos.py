@@ -8,8 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import collections
+import contextlib
 import dataclasses
+import itertools
+import json
+import math
 import os
 import random
 import signal
@@ -29,7 +34,18 @@ from tests.conftest import service_urls
 from tests.e2e.system import System, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
-SESSION_TIMEOUT_S = 8
+SESSION_TIMEOUT_S = 3  # every process is a static group member (SAGA_INSTANCE_ID)
+# The longest a fault may hold up a message, from the broker taking it to its consumer
+# applying it; a kind not named here is reported, not bounded.
+PAUSE_BOUNDS_S = {
+    "SIGKILL worker, restart": 10.0,
+    "SIGKILL 1 of 2 workers": 5.0,
+    "SIGKILL inventory, restart": 10.0,
+    "SIGKILL payment, restart": 10.0,
+    "SIGKILL shipping, restart": 10.0,
+    "SIGSTOP worker > session timeout": SESSION_TIMEOUT_S + 5.0,
+}
+SETTLE_S = 12  # between two faults: longer than any bound, so that pauses do not overlap
 MAX_COPIES_PER_BURST = 300
 RECOVERY_S = 30
 SKUS = ("CHAOS-A", "CHAOS-B", "CHAOS-C")
@@ -98,6 +114,8 @@ class Faults:
         self.rng = rng
         self.local = local_services
         self.done: collections.Counter[str] = collections.Counter()
+        self.started: list[tuple[float, str]] = []  # (wall clock, fault) as each began
+        self._participants = itertools.cycle(("inventory", "payment", "shipping"))
 
     def run(self, all_started: threading.Event) -> None:
         """Inject the whole cycle of faults, again while sagas are still being started."""
@@ -110,10 +128,15 @@ class Faults:
             self.restart_postgres,
             self.pause_worker,
         ]
+        time.sleep(SETTLE_S)  # the consumer groups of the processes just started settle
         while True:
             for fault in cycle:
+                before = collections.Counter(self.done)
+                began = time.time()
                 fault()
-                time.sleep(self.rng.uniform(1, 3))
+                for kind in self.done - before:
+                    self.started.append((began, kind))
+                time.sleep(SETTLE_S + self.rng.uniform(0, 2))
             # let the backlog drain before the next round; stop once every saga started
             if all_started.wait(RECOVERY_S):
                 return
@@ -131,11 +154,11 @@ class Faults:
         self.done["SIGKILL 1 of 2 workers"] += 1
 
     def kill_participants(self) -> None:
-        for name in ("inventory", "payment", "shipping"):
-            self.system.kill(name)
-            time.sleep(self.rng.uniform(0.2, 1))
-            self.system.start(name)
-            self.done[f"SIGKILL {name}, restart"] += 1
+        name = next(self._participants)
+        self.system.kill(name)
+        time.sleep(self.rng.uniform(0.2, 1))
+        self.system.start(name)
+        self.done[f"SIGKILL {name}, restart"] += 1
 
     def pause_worker(self) -> None:
         process = self.system.processes["worker"]
@@ -325,7 +348,15 @@ def check(system: System, planned: list[Planned]) -> tuple[dict[str, int], list[
     return summary, checks
 
 
-def run(size: int, seed: int = 7, rate: float = 4.0, workdir: Path | None = None) -> bool:
+def run(
+    size: int,
+    seed: int = 7,
+    rate: float = 4.0,
+    workdir: Path | None = None,
+    pause_bounds: bool = True,
+) -> bool:
+    """Whether every check passed; with `pause_bounds` False the pauses are reported but a
+    pause past its bound fails nothing (a timing, on a machine others may load)."""
     database_url, kafka = service_urls()
     rng = random.Random(seed)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="faults-"))
@@ -364,13 +395,78 @@ def run(size: int, seed: int = 7, rate: float = 4.0, workdir: Path | None = None
             interval_s=1,
         )
         summary, checks = check(system, planned)
+        longest = pauses(system, faults.started)
+        over = {k: round(v, 1) for k, v in longest.items() if v > PAUSE_BOUNDS_S.get(k, math.inf)}
+        checks.append(
+            Check(
+                "no fault paused its messages past its bound",
+                not over or not pause_bounds,
+                (f"over: {over}" if over else "within bounds")
+                + ("" if pause_bounds else " (reported, not enforced)"),
+            )
+        )
     finally:
         system.stop_all()
         system.delete_topics()
         system.drop_database()
     elapsed = time.monotonic() - began
-    print(report(size, summary, faults.done, checks, elapsed))
+    print(report(size, summary, faults.done, checks, elapsed, longest))
     return all(c.ok for c in checks)
+
+
+async def _appended_at(kafka: str, topics: list[str]) -> dict[str, float]:
+    """message id -> when the broker first took it (s since the epoch); copies come later."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.split(","), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.set_topics(topics)  # loads their partitions; no public way
+        tps = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        first: dict[str, float] = {}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        message_id = json.loads(r.value)["messageId"]
+                        first[message_id] = min(
+                            first.get(message_id, math.inf), r.timestamp / 1000
+                        )
+        return first
+    finally:
+        await consumer.stop()
+
+
+def pauses(system: System, started: list[tuple[float, str]]) -> dict[str, float]:
+    """Per fault kind, the longest a message waited between the broker taking it and its
+    consumer applying it (a reply by a worker, a command by its participant), over the
+    messages applied while that fault was the latest one begun."""
+    ns = system.namespace
+    participants = ("inventory", "payment", "shipping")
+    topics = [f"{ns}.replies", *(f"{ns}.{p}.commands" for p in participants)]
+    appended = asyncio.run(_appended_at(system.kafka, topics))
+    with system.sql() as db:
+        applied = db.execute(
+            "SELECT message_id::text, extract(epoch FROM at)::float8 FROM saga_timeline "
+            "WHERE kind = 'reply_received'"
+        ).fetchall()
+        for p in participants:
+            applied += db.execute(
+                f"SELECT message_id::text, extract(epoch FROM received_at)::float8 FROM {p}.inbox"
+            ).fetchall()
+    began = sorted(started)
+    longest: dict[str, float] = {kind: 0.0 for _, kind in began}
+    for message_id, at in applied:
+        if message_id not in appended:
+            continue
+        i = bisect.bisect_right([t for t, _ in began], at) - 1
+        if i >= 0:
+            kind = began[i][1]
+            longest[kind] = max(longest[kind], at - appended[message_id])
+    return longest
 
 
 def _all_final(system: System, ids: list[str]) -> bool | None:
@@ -387,6 +483,7 @@ def report(
     faults: collections.Counter[str],
     checks: list[Check],
     elapsed: float,
+    longest: dict[str, float],
 ) -> str:
     lines = [
         f"fault-injection suite: {size} sagas in {elapsed:.0f} s",
@@ -394,8 +491,11 @@ def report(
         f"{'outcome':<40} {'sagas':>6}",
     ]
     lines += [f"{k:<40} {v:>6}" for k, v in summary.items()]
-    lines += ["", f"{'fault injected':<40} {'times':>6}"]
-    lines += [f"{k:<40} {v:>6}" for k, v in sorted(faults.items())]
+    lines += ["", f"{'fault injected':<40} {'times':>6} {'longest pause s':>16} {'bound s':>8}"]
+    for k, v in sorted(faults.items()):
+        pause = f"{longest[k]:.1f}" if k in longest else "-"
+        bound = f"{PAUSE_BOUNDS_S[k]:.0f}" if k in PAUSE_BOUNDS_S else "-"
+        lines.append(f"{k:<40} {v:>6} {pause:>16} {bound:>8}")
     lines += ["", f"{'check':<48} {'result':<6} detail"]
     lines += [f"{c.name:<48} {'PASS' if c.ok else 'FAIL':<6} {c.detail}" for c in checks]
     return "\n".join(lines)

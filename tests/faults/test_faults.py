@@ -13,4 +13,6 @@ pytestmark = pytest.mark.e2e
 
 @pytest.mark.timeout(1200)
 def test_every_invariant_holds_under_crashes_restarts_and_duplicates(tmp_path: Path) -> None:
-    assert chaos.run(size=150, workdir=tmp_path), "an invariant broke: see the table above"
+    # the pauses are timings: reported here, enforced by `make faults`
+    ok = chaos.run(size=150, workdir=tmp_path, pause_bounds=False)
+    assert ok, "an invariant broke: see the table above"
