@@ -21,8 +21,9 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
+# make services KAFKA_BROKERS=3: a three-node Kafka cluster (replication 3, min.insync.replicas 2)
 services:
-	deploy/local/services start
+	$(if $(KAFKA_BROKERS),SAGA_KAFKA_BROKERS=$(KAFKA_BROKERS) )deploy/local/services start
 
 # a second, secured pair (TLS, SCRAM, ACLs, a role per process): .local/secure/*.env
 services-secure:

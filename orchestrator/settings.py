@@ -34,6 +34,13 @@ class Settings(BaseSettings):
         description="retention.ms of the command, reply, event and start topics this "
         "project creates (their dead-letter topics keep the broker's default)",
     )
+    topic_replication: int = pydantic.Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="replication factor of the topics this project creates; with 3 or more "
+        "they get min.insync.replicas=2, so a write acknowledged (acks=all) is on two brokers",
+    )
     dedup_retention_s: int = pydantic.Field(
         default=8 * 86_400,
         ge=120,
