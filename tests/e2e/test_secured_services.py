@@ -68,7 +68,11 @@ def test_a_declined_order_is_compensated_over_the_secured_services(
 
 
 def test_every_process_connects_as_its_own_role_over_tls(secured: SecuredSystem) -> None:
-    others = "datname = current_database() AND pid <> pg_backend_pid()"
+    # client backends only: an autovacuum worker in the database has no user
+    others = (
+        "datname = current_database() AND pid <> pg_backend_pid() "
+        "AND backend_type = 'client backend'"
+    )
     users = secured.scalar(
         f"SELECT array_agg(DISTINCT usename::text) FROM pg_stat_activity WHERE {others}"
     )
