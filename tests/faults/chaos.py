@@ -508,8 +508,14 @@ def main() -> None:
     parser.add_argument("--sagas", type=int, default=150)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=float, default=4.0, help="sagas started per second")
+    parser.add_argument(
+        "--enforce-pauses",
+        action="store_true",
+        help="fail when a fault paused messages past its bound (reported either way)",
+    )
     args = parser.parse_args()
-    sys.exit(0 if run(args.sagas, args.seed, args.rate) else 1)
+    ok = run(args.sagas, args.seed, args.rate, pause_bounds=args.enforce_pauses)
+    sys.exit(0 if ok else 1)
 
 
 if __name__ == "__main__":
