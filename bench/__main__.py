@@ -84,6 +84,8 @@ HEADLINE = (
     "errors",
     "worker_rss_growth",
     "soak_purged_tables_growth",
+    "two_of_everything_sagas_per_s",
+    "two_of_everything_ratio",
 )
 START_PATHS = {  # the figures of each start path
     "batch": ("batch_start_sagas_per_s", "batch_start_ratio_to_floor"),
@@ -91,6 +93,7 @@ START_PATHS = {  # the figures of each start path
 }
 OWN_PROCESSES = ("api", "worker", "participants")  # the project's, for CPU per saga and idle
 IDLE_SETTLE_S = 3.0  # after the start, before the idle sampling
+SCALE_SETTLE_S = 8.0  # after the second instances start, before their run
 
 
 def _options() -> argparse.Namespace:
@@ -106,6 +109,13 @@ def _options() -> argparse.Namespace:
     )
     parser.add_argument("--compensate", type=float, default=0.2, help="share compensated")
     parser.add_argument("--soak", type=float, default=0, help="seconds at 64 in flight")
+    parser.add_argument(
+        "--scaled",
+        type=float,
+        default=None,
+        help="seconds at 64 in flight with two workers and two of each participant "
+        "(default: --duration; 0: skip)",
+    )
     parser.add_argument(
         "--idle", type=float, default=30, help="seconds of CPU sampling, no sagas (0: skip)"
     )
@@ -138,7 +148,8 @@ def _options() -> argparse.Namespace:
     if options.smoke:
         options.levels, options.duration, options.rate = "1,8,64", 2.0, 5.0
         options.idle, options.batch, options.ingress, options.batch_size = 2.0, 2.0, 2.0, 10
-    for path in ("batch", "ingress"):
+        options.scaled = 2.0
+    for path in ("batch", "ingress", "scaled"):
         if getattr(options, path) is None:
             setattr(options, path, options.duration)
     options.levels = [int(level) for level in options.levels.split(",") if level]
@@ -302,7 +313,30 @@ class Bench:
                 soak["tables"] = _table_growth(
                     tables_before, probes.table_sizes(self.system_db_url)
                 )
+            if o.scaled:
+                runs.append(await self.two_of_everything(processes, load))
+            else:
+                self.not_measured["two_of_everything_ratio"] = "skipped (--scaled 0)"
         return runs, soak
+
+    async def two_of_everything(self, processes: dict[str, int], load: Load) -> Summary:
+        """Closed 64 with a second worker and a second instance of each participant, each
+        its own static group member: the partitions are shared, the machine too."""
+        system = self.system
+        system.start("worker2", "orchestrator", "worker", env={"SAGA_WORKER_METRICS_PORT": "0"})
+        for name in floor_program.STEPS:
+            system.start(f"{name}2", "participants", "worker", name)
+        await asyncio.sleep(SCALE_SETTLE_S)  # the groups rebalance over the new members
+        scaled = {**processes, **{n: p.pid for n, p in system.processes.items()}}
+        name = "closed 64, two of everything"
+        summary, _, _ = await self.measure(
+            scaled,
+            system.namespace,
+            lambda: load.closed_loop(name, 64, self.options.scaled),
+        )
+        for extra in ["worker2", *(f"{n}2" for n in floor_program.STEPS)]:
+            system.stop(extra)
+        return summary
 
     async def floor_runs(self) -> list[Summary]:
         """The floor program at 1 and at 64 in flight, with the orchestrator stopped."""
@@ -416,10 +450,12 @@ class Bench:
 
 
 def _summed_by_group(values: dict[str, Any]) -> dict[str, Any]:
-    """The participants (the orchestrator's or the floor's) add up to one column."""
+    """The participants (the orchestrator's or the floor's) add up to one column, and a
+    second instance (worker2) to its first's."""
     groups: dict[str, Any] = {}
     for name, value in values.items():
-        group = name if name in report.PROCESS_ORDER else "participants"
+        base = name.rstrip("0123456789") or name
+        group = base if base in report.PROCESS_ORDER else "participants"
         groups[group] = groups.get(group, 0) + value
     return groups
 
@@ -482,7 +518,10 @@ def _document(
     floor_1, floor_64 = find(floor, "floor 1"), find(floor, "floor 64")
     batch, ingress = find(runs, "batch ", prefix=True), find(runs, "ingress ", prefix=True)
     throughput, floor_throughput = _of(at_64, "throughput"), _of(floor_64, "throughput")
+    scaled = _of(find(runs, "closed 64, two of everything"), "throughput")
     figures: dict[str, Any] = {
+        "two_of_everything_sagas_per_s": scaled,
+        "two_of_everything_ratio": _ratio(scaled, throughput),
         "throughput_sagas_per_s": throughput,
         "floor_sagas_per_s": floor_throughput,
         "ratio_to_floor": _ratio(throughput, floor_throughput),
