@@ -15,17 +15,14 @@ expire and the group to rebalance.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import json
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-
 from orchestrator.settings import load_settings
+from tests.e2e import kafka
 from tests.e2e.orders import order
 from tests.e2e.system import System
 
@@ -47,33 +44,11 @@ def start_steadily(system: System, rate: float, seconds: float, stop: threading.
     return started
 
 
-async def _appended_at(kafka: str, topic: str) -> dict[str, float]:
-    """message id -> when the broker appended it (s since the epoch)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.split(","), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or []]
-        if not partitions:
-            await consumer._client.set_topics([topic])  # loads its partitions; no public way
-            partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        seen: dict[str, float] = {}
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                for r in records:
-                    seen[json.loads(r.value)["messageId"]] = r.timestamp / 1000
-        return seen
-    finally:
-        await consumer.stop()
-
-
 def longest_waits(system: System, participant: str) -> dict[str, float]:
     """The longest wait of a reply (worker) and of a command to `participant`, in s."""
     ns = system.namespace
-    replies = asyncio.run(_appended_at(system.kafka, f"{ns}.replies"))
-    commands = asyncio.run(_appended_at(system.kafka, f"{ns}.{participant}.commands"))
+    replies = kafka.appended_at(system, [f"{ns}.replies"])
+    commands = kafka.appended_at(system, [f"{ns}.{participant}.commands"])
     with system.sql() as conn:
         applied = conn.execute(
             "SELECT message_id::text, extract(epoch FROM at) FROM saga_timeline "

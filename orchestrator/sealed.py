@@ -140,18 +140,27 @@ def parse_keys(text: str) -> dict[str, bytes]:
     keys: dict[str, bytes] = {}
     for entry in filter(None, (e.strip() for e in text.split(","))):
         key_id, sep, encoded = entry.partition(":")
-        if not sep or not _KEY_ID.match(key_id):
+        if not sep or not is_key_id(key_id):
             raise ValueError("each entry must be <key id>:<base64 key>, key ids [A-Za-z0-9_.-]")
-        try:
-            key = base64.b64decode(encoded.strip(), validate=True)
-        except binascii.Error:
-            raise ValueError(f"the key of {key_id} is not base64") from None
-        if len(key) != KEY_BYTES:
-            raise ValueError(f"the key of {key_id} is {len(key)} bytes, not {KEY_BYTES}")
         if key_id in keys:
             raise ValueError(f"the key id {key_id} is given twice")
-        keys[key_id] = key
+        keys[key_id] = decode_key(key_id, encoded)
     return keys
+
+
+def is_key_id(text: str) -> bool:
+    return _KEY_ID.match(text) is not None
+
+
+def decode_key(key_id: str, encoded: str) -> bytes:
+    """A key of KEY_BYTES from its base64; the error names the key id, never the key."""
+    try:
+        key = base64.b64decode(encoded.strip(), validate=True)
+    except binascii.Error:
+        raise ValueError(f"the key of {key_id} is not base64") from None
+    if len(key) != KEY_BYTES:
+        raise ValueError(f"the key of {key_id} is {len(key)} bytes, not {KEY_BYTES}")
+    return key
 
 
 def parse_key_ids(text: str) -> dict[str, str]:

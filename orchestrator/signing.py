@@ -15,7 +15,6 @@ per-sender (and per-recipient) keys, and each process holding only the keys it n
 
 from __future__ import annotations
 
-import base64
 import binascii
 import dataclasses
 import hashlib
@@ -26,7 +25,7 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from orchestrator import metrics
+from orchestrator import metrics, sealed
 from orchestrator.saga import messages
 from orchestrator.saga.errors import NotReadyError, OrchestratorError
 
@@ -37,11 +36,9 @@ log = structlog.get_logger(__name__)
 
 HEADER = "signature"
 ORCHESTRATOR = "orchestrator"
-KEY_BYTES = 32
 DEV_KEY_ID = "dev"
 # Known to everyone: only for development, where SAGA_DEV_KEYS or SAGA_INSECURE_DEV is set.
 _DEV_SECRET = b"saga orchestrator development signing key: never in production"
-_KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _OWNER = re.compile(r"^[A-Za-z0-9_-]{1,64}(>[A-Za-z0-9_-]{1,64})?$")
 _HEX_DIGEST = 64
 
@@ -145,7 +142,7 @@ class MessageKeys:
 
 def _parse(header: bytes) -> tuple[str, bytes]:
     key_id, sep, digest = header.decode("ascii", "replace").partition(":")
-    if not sep or not _KEY_ID.match(key_id) or len(digest) != _HEX_DIGEST:
+    if not sep or not sealed.is_key_id(key_id) or len(digest) != _HEX_DIGEST:
         raise UnauthenticatedMessageError(
             "the signature header is not <key id>:<64 hex digits of HMAC-SHA256>"
         )
@@ -168,22 +165,16 @@ def parse_keys(text: str) -> dict[str, SigningKey]:
         key_id, sep, rest = entry.partition("=")
         owner, sep2, encoded = rest.partition(":")
         key_id, owner = key_id.strip(), owner.strip()
-        if not (sep and sep2) or not _KEY_ID.match(key_id) or not _OWNER.match(owner):
+        if not (sep and sep2) or not sealed.is_key_id(key_id) or not _OWNER.match(owner):
             raise ValueError(
                 "each entry must be <key id>=<owner>:<base64 key>, key ids [A-Za-z0-9_.-], "
                 "owners a sender's name or <sender>><recipient>"
             )
         if key_id == DEV_KEY_ID:
             raise ValueError(f"the key id {DEV_KEY_ID} is kept for the development keys")
-        try:
-            secret = base64.b64decode(encoded.strip(), validate=True)
-        except binascii.Error:
-            raise ValueError(f"the key of {key_id} is not base64") from None
-        if len(secret) != KEY_BYTES:
-            raise ValueError(f"the key of {key_id} is {len(secret)} bytes, not {KEY_BYTES}")
         if key_id in keys:
             raise ValueError(f"the key id {key_id} is given twice")
-        keys[key_id] = SigningKey(key_id, owner, secret)
+        keys[key_id] = SigningKey(key_id, owner, sealed.decode_key(key_id, encoded))
     return keys
 
 

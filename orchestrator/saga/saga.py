@@ -247,6 +247,9 @@ def _on_action_reply(
     decision: Decision, step: Step, state: StepState, reply: messages.Message
 ) -> None:
     outcome = reply.outcome
+    # Past why_reply_does_not_count, a reply answers the command last sent for the step; an
+    # action reply while resolving, or one to an earlier attempt, comes here only for a step
+    # sent before command ids were kept.
     if state.status is StepStatus.RESOLVING:
         if outcome is not messages.Outcome.SUCCESS:
             # only the resolve's answer says whether an attempt may still apply

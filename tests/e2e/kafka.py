@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import math
 import uuid
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from orchestrator.transport import dead_letters
 from tests.e2e.system import System, signature
@@ -61,3 +64,34 @@ async def _first(system: System, topic: str, key: bytes, timeout_s: float) -> by
 def first(system: System, topic: str, key: str, timeout_s: float = 30) -> bytes:
     """The first record of `topic` with this key."""
     return asyncio.run(_first(system, topic, key.encode(), timeout_s))
+
+
+async def _appended_at(servers: str, topics: list[str]) -> dict[str, float]:
+    """message id -> when the broker first took it (s since the epoch); copies come later."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=servers.split(","), enable_auto_commit=False)
+    await consumer.start()
+    try:
+        await consumer._client.set_topics(topics)  # loads their partitions; no public way
+        tps = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends = await consumer.end_offsets(tps)
+        first: dict[str, float] = {}
+        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+            for records in (await consumer.getmany(timeout_ms=1000)).values():
+                for r in records:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        message_id = json.loads(r.value)["messageId"]
+                        first[message_id] = min(
+                            first.get(message_id, math.inf), r.timestamp / 1000
+                        )
+        return first
+    finally:
+        await consumer.stop()
+
+
+def appended_at(system: System, topics: list[str]) -> dict[str, float]:
+    """message id -> when the broker first took it, over every record of the topics."""
+    return asyncio.run(_appended_at(system.kafka, topics))

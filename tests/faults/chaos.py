@@ -10,10 +10,8 @@ import argparse
 import asyncio
 import bisect
 import collections
-import contextlib
 import dataclasses
 import itertools
-import json
 import math
 import os
 import random
@@ -31,6 +29,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from tests.conftest import service_urls
+from tests.e2e import kafka
 from tests.e2e.system import System, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -414,32 +413,6 @@ def run(
     return all(c.ok for c in checks)
 
 
-async def _appended_at(kafka: str, topics: list[str]) -> dict[str, float]:
-    """message id -> when the broker first took it (s since the epoch); copies come later."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.split(","), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.set_topics(topics)  # loads their partitions; no public way
-        tps = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        ends = await consumer.end_offsets(tps)
-        first: dict[str, float] = {}
-        while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
-            for records in (await consumer.getmany(timeout_ms=1000)).values():
-                for r in records:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        message_id = json.loads(r.value)["messageId"]
-                        first[message_id] = min(
-                            first.get(message_id, math.inf), r.timestamp / 1000
-                        )
-        return first
-    finally:
-        await consumer.stop()
-
-
 def pauses(system: System, started: list[tuple[float, str]]) -> dict[str, float]:
     """Per fault kind, the longest a message waited between the broker taking it and its
     consumer applying it (a reply by a worker, a command by its participant), over the
@@ -447,7 +420,7 @@ def pauses(system: System, started: list[tuple[float, str]]) -> dict[str, float]
     ns = system.namespace
     participants = ("inventory", "payment", "shipping")
     topics = [f"{ns}.replies", *(f"{ns}.{p}.commands" for p in participants)]
-    appended = asyncio.run(_appended_at(system.kafka, topics))
+    appended = kafka.appended_at(system, topics)
     with system.sql() as db:
         applied = db.execute(
             "SELECT message_id::text, extract(epoch FROM at)::float8 FROM saga_timeline "
