@@ -116,18 +116,43 @@ class SagaStore(Protocol):
         id or idempotency key was taken (their steps, timeline and messages are dropped)."""
 
 
+# The outbox rows are spread over this many shards by their key, so that the rows of one
+# key are in one shard; each shard is published by one relay at a time, under its lease.
+# Changing it moves keys between shards: every relay must stop first.
+OUTBOX_SHARDS = 16
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class ClaimedRows:
+    """What a relay claimed: the rows, in the order written, and the shards whose leases it
+    holds for them."""
+
+    rows: list[OutboxMessage]
+    shards: frozenset[int]
+
+
 class OutboxStore(Protocol):
     """The outbox, for the processes that publish it (the rows are written by SagaStore)."""
 
+    async def join(self, owner: str, lease_s: float) -> list[str]:
+        """Note the relay `owner` as alive now; return the relays seen within `lease_s`,
+        `owner` among them (relays unseen for far longer are forgotten)."""
+
+    async def leave(self, owner: str) -> None:
+        """Forget the relay `owner` and release its leases: the others take over at once."""
+
     async def claim(
-        self, owner: str, lease_s: float, limit: int, older_than_s: float
-    ) -> list[OutboxMessage]:
-        """The oldest unpublished rows older than `older_than_s`, in the order written, with
-        the relay lease taken for `owner`; none if another relay holds it."""
+        self, owner: str, shards: Sequence[int], lease_s: float, limit: int, older_than_s: float
+    ) -> ClaimedRows:
+        """The oldest unpublished rows of `shards` older than `older_than_s`, in the order
+        written, of the shards whose leases `owner` took or renewed; none of a shard whose
+        lease another relay holds. No lease is taken for a shard without rows."""
 
-    async def renew(self, owner: str, lease_s: float) -> bool: ...
+    async def renew(self, owner: str, shards: Sequence[int], lease_s: float) -> bool:
+        """Extend `owner`'s leases of `shards`; False if another relay took one of them."""
 
-    async def release(self, owner: str) -> None: ...
+    async def release(self, owner: str) -> None:
+        """Let go of every lease `owner` holds."""
 
     async def mark_published(self, ids: Sequence[int]) -> None: ...
 

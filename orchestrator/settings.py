@@ -64,7 +64,11 @@ class Settings(BaseSettings):
         description="how old an unpublished outbox row is before the relay publishes it",
     )
     relay_lease_s: float = pydantic.Field(
-        default=5.0, ge=1, le=300, description="how long a silent relay keeps the outbox"
+        default=5.0,
+        ge=1,
+        le=300,
+        description="how long a silent relay keeps its shards of the outbox, and how often "
+        "(a third of it) each relay notes itself alive",
     )
     worker_metrics_port: int = pydantic.Field(
         default=9464,

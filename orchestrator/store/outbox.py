@@ -1,53 +1,122 @@
-"""The outbox on PostgreSQL, for the processes that publish it: the relay's claim (under a
-lease), the marks of what the broker acknowledged, and the parking of rows the broker
-refuses for good. The rows themselves are written by the saga store, in the transaction
-that decides them."""
+"""The outbox on PostgreSQL, for the processes that publish it: the relays alive, the
+relay's claim of its shards (each under a lease), the marks of what the broker
+acknowledged, and the parking of rows the broker refuses for good. The rows themselves are
+written by the saga store, in the transaction that decides them."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from orchestrator.ports import OutboxMessage
+from orchestrator.ports import OUTBOX_SHARDS, ClaimedRows, OutboxMessage
 from orchestrator.store.errors import translated
 from orchestrator.store.saga_store import headers_of
-from orchestrator.store.tables import outbox, outbox_relay_lease, saga, saga_timeline
+from orchestrator.store.tables import (
+    outbox,
+    outbox_relay_lease,
+    outbox_relay_member,
+    saga,
+    saga_timeline,
+)
 
-# One relay publishes at a time, so that rows of one key can't be published out of order by
-# two relays each holding a part of them. It holds a lease, not a lock: no transaction stays
-# open while it waits on the broker, and a relay that froze loses the lease when it expires.
-_TAKE_LEASE = (
+# A relay unseen this many leases long is gone for good: whoever notices forgets it.
+_FORGET_AFTER_LEASES = 10
+
+
+def _seconds(name: str) -> sa.ColumnElement[Any]:
+    return sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam(name))
+
+
+def _shard(key: sa.ColumnElement[str]) -> sa.ColumnElement[int]:
+    """The shard of a key. The bitwise and keeps the low bits of a negative hash too (abs()
+    of the smallest int overflows)."""
+    return sa.func.hashtext(key).op("&", return_type=sa.Integer)(OUTBOX_SHARDS - 1)
+
+
+_NOTE_MEMBER = (
+    pg.insert(outbox_relay_member)
+    .values(owner=sa.bindparam("owner"), seen_at=sa.func.now())
+    .on_conflict_do_update(index_elements=["owner"], set_={"seen_at": sa.func.now()})
+)
+# SKIP LOCKED: relays that notice the same departed one at once do not wait on each other.
+_FORGET_DEPARTED = outbox_relay_member.delete().where(
+    outbox_relay_member.c.owner.in_(
+        sa.select(outbox_relay_member.c.owner)
+        .where(outbox_relay_member.c.seen_at < sa.func.now() - _seconds("forget_after"))
+        .with_for_update(skip_locked=True)
+    )
+)
+_LIVE_MEMBERS = (
+    sa.select(outbox_relay_member.c.owner)
+    .where(outbox_relay_member.c.seen_at > sa.func.now() - _seconds("ttl"))
+    .order_by(outbox_relay_member.c.owner)
+)
+_FORGET_MEMBER = outbox_relay_member.delete().where(
+    outbox_relay_member.c.owner == sa.bindparam("owner")
+)
+
+# Each shard is published by one relay at a time, so that rows of one key can't be
+# published out of order by two relays each holding a part of them, even while relays
+# disagree for a moment on who is alive (and so on whose shard it is). It holds a lease,
+# not a lock: no transaction stays open while it waits on the broker, and a relay that
+# froze loses its shards when their leases expire. SKIP LOCKED: a lease another relay is
+# taking right now is its own; waiting on it could deadlock two relays taking several.
+_TAKE_LEASES = (
     outbox_relay_lease.update()
     .where(
-        outbox_relay_lease.c.id == 1,
-        sa.or_(
-            outbox_relay_lease.c.owner == sa.bindparam("owner"),
-            outbox_relay_lease.c.expires_at < sa.func.now(),
-        ),
+        outbox_relay_lease.c.id.in_(
+            sa.select(outbox_relay_lease.c.id)
+            .where(
+                outbox_relay_lease.c.id == sa.func.any(sa.bindparam("shards")),
+                sa.or_(
+                    outbox_relay_lease.c.owner == sa.bindparam("owner"),
+                    outbox_relay_lease.c.expires_at < sa.func.now(),
+                ),
+            )
+            .with_for_update(skip_locked=True)
+        )
     )
-    .values(
-        owner=sa.bindparam("owner"),
-        expires_at=sa.func.now() + sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam("ttl")),
-    )
+    .values(owner=sa.bindparam("owner"), expires_at=sa.func.now() + _seconds("ttl"))
     .returning(outbox_relay_lease.c.id)
 )
-_RELEASE_LEASE = (
+_RENEW_LEASES = (
     outbox_relay_lease.update()
-    .where(outbox_relay_lease.c.id == 1, outbox_relay_lease.c.owner == sa.bindparam("owner"))
-    .values(expires_at=sa.func.now())
+    .where(
+        outbox_relay_lease.c.id == sa.func.any(sa.bindparam("shards")),
+        outbox_relay_lease.c.owner == sa.bindparam("owner"),
+    )
+    .values(expires_at=sa.func.now() + _seconds("ttl"))
+    .returning(outbox_relay_lease.c.id)
+)
+# The owner is cleared too: a renewal while publishing later must not take back a lease
+# given up for another relay.
+_RELEASE_LEASES = (
+    outbox_relay_lease.update()
+    .where(outbox_relay_lease.c.owner == sa.bindparam("owner"))
+    .values(owner=sa.literal_column("''"), expires_at=sa.func.now())
 )
 # Rows younger than `recover_after_s` are being published by the process that wrote them.
+# Unpublished rows are few: the partial index finds them, the shard is checked on each.
 _UNPUBLISHED = (
-    sa.select(outbox.c.id, outbox.c.topic, outbox.c.key, outbox.c.headers, outbox.c.value)
+    sa.select(
+        outbox.c.id,
+        outbox.c.topic,
+        outbox.c.key,
+        outbox.c.headers,
+        outbox.c.value,
+        _shard(outbox.c.key).label("shard"),
+    )
     .where(
         outbox.c.published_at.is_(None),
         outbox.c.parked_at.is_(None),
-        outbox.c.created_at
-        < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam("older_than")),
+        outbox.c.created_at < sa.func.now() - _seconds("older_than"),
+        _shard(outbox.c.key) == sa.func.any(sa.bindparam("shards")),
     )
     .order_by(outbox.c.id)
     .limit(sa.bindparam("limit"))
@@ -97,8 +166,7 @@ _PURGE = outbox.delete().where(
         sa.select(outbox.c.id)
         .where(
             outbox.c.id <= sa.bindparam("up_to"),
-            outbox.c.published_at
-            < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, sa.bindparam("older_than")),
+            outbox.c.published_at < sa.func.now() - _seconds("older_than"),
         )
         .order_by(outbox.c.id)
         .limit(sa.bindparam("limit"))
@@ -119,27 +187,56 @@ class SqlOutbox:
             async with self._engine.begin() as conn:
                 yield conn
 
+    async def join(self, owner: str, lease_s: float) -> list[str]:
+        async with self._transaction() as conn:
+            await conn.execute(_NOTE_MEMBER, {"owner": owner})
+            forget_after = _FORGET_AFTER_LEASES * lease_s
+            await conn.execute(_FORGET_DEPARTED, {"forget_after": forget_after})
+            return list(await conn.scalars(_LIVE_MEMBERS, {"ttl": lease_s}))
+
+    async def leave(self, owner: str) -> None:
+        async with self._transaction() as conn:
+            await conn.execute(_FORGET_MEMBER, {"owner": owner})
+            await conn.execute(_RELEASE_LEASES, {"owner": owner})
+
     async def claim(
-        self, owner: str, lease_s: float, limit: int, older_than_s: float
-    ) -> list[OutboxMessage]:
-        """The oldest unpublished rows, older than `older_than_s`, with the lease taken or
-        renewed for `owner`; none when there are none or another relay holds the lease.
-        The lease is taken only when there is work: an idle relay writes nothing."""
+        self, owner: str, shards: Sequence[int], lease_s: float, limit: int, older_than_s: float
+    ) -> ClaimedRows:
+        """The oldest unpublished rows of `shards`, older than `older_than_s`, of the shards
+        whose leases were taken or renewed for `owner`; none of a shard another relay holds.
+        A lease is taken only for a shard with rows: an idle relay writes nothing."""
         async with self._transaction() as conn:
             rows = (
-                await conn.execute(_UNPUBLISHED, {"limit": limit, "older_than": older_than_s})
+                await conn.execute(
+                    _UNPUBLISHED,
+                    {"shards": list(shards), "limit": limit, "older_than": older_than_s},
+                )
             ).all()
-            if not rows or not await conn.scalar(_TAKE_LEASE, {"owner": owner, "ttl": lease_s}):
-                return []
-        return [OutboxMessage(r.topic, r.key, r.value, headers_of(r.headers), r.id) for r in rows]
+            if not rows:
+                return ClaimedRows([], frozenset())
+            with_work = sorted({r.shard for r in rows})
+            held = frozenset(
+                await conn.scalars(
+                    _TAKE_LEASES, {"shards": with_work, "owner": owner, "ttl": lease_s}
+                )
+            )
+        messages = [
+            OutboxMessage(r.topic, r.key, r.value, headers_of(r.headers), r.id)
+            for r in rows
+            if r.shard in held
+        ]
+        return ClaimedRows(messages, held)
 
-    async def renew(self, owner: str, lease_s: float) -> bool:
+    async def renew(self, owner: str, shards: Sequence[int], lease_s: float) -> bool:
         async with self._transaction() as conn:
-            return bool(await conn.scalar(_TAKE_LEASE, {"owner": owner, "ttl": lease_s}))
+            renewed = await conn.scalars(
+                _RENEW_LEASES, {"shards": list(shards), "owner": owner, "ttl": lease_s}
+            )
+            return set(renewed) >= set(shards)
 
     async def release(self, owner: str) -> None:
         async with self._transaction() as conn:
-            await conn.execute(_RELEASE_LEASE, {"owner": owner})
+            await conn.execute(_RELEASE_LEASES, {"owner": owner})
 
     async def mark_published(self, ids: Sequence[int]) -> None:
         async with self._transaction() as conn:

@@ -119,15 +119,24 @@ outbox = sa.Table(
     sa.Index("ix_outbox_parked", "id", postgresql_where=sa.text("parked_at IS NOT NULL")),
 )
 
-# Who relays now: one row, taken by a conditional UPDATE and held by renewing it, so that
-# no lock or transaction stays open while the relay waits on the broker.
+# Who relays each shard of the outbox now: a row per shard (id: the shard), taken by a
+# conditional UPDATE and held by renewing it, so that no lock or transaction stays open
+# while a relay waits on the broker.
 outbox_relay_lease = sa.Table(
     "outbox_relay_lease",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("owner", sa.Text, nullable=False),
     sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
-    sa.CheckConstraint("id = 1", name="single_row"),
+)
+
+# The relays alive: each notes itself every few seconds, and they share the shards among
+# those seen lately.
+outbox_relay_member = sa.Table(
+    "outbox_relay_member",
+    metadata,
+    sa.Column("owner", sa.Text, primary_key=True),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
 )
 
 processed_message = sa.Table(

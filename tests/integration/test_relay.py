@@ -1,6 +1,7 @@
 """Relays running side by side publish each outbox row once, and the rows of a key in the
 order they were written (rows of different keys committed concurrently may pass each
-other: only the order per key is promised)."""
+other: only the order per key is promised). They share the shards, and a relay takes over
+the shards of one that froze."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -17,12 +18,13 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from orchestrator.ports import OUTBOX_SHARDS
 from orchestrator.store import migrate
 from orchestrator.store.outbox import SqlOutbox
-from orchestrator.store.tables import outbox, saga, saga_timeline
+from orchestrator.store.tables import outbox, outbox_relay_member, saga, saga_timeline
 from orchestrator.store.unit_of_work import create_engine
-from orchestrator.transport.producer import Publisher
-from orchestrator.transport.relay import OutboxRelay
+from orchestrator.transport.producer import Publisher, Record
+from orchestrator.transport.relay import OutboxRelay, shards_of
 from tests.conftest import service_urls
 from tests.fakes import CollectingPublisher
 
@@ -73,6 +75,143 @@ async def test_relays_side_by_side_publish_each_row_once_in_order(empty_database
     for key in {k for k, _ in written}:
         in_order_written = [bytes(v) for k, v in written if k == key]
         assert [r.value for r in published.records if r.key == key] == in_order_written
+
+
+class TimedPublisher(CollectingPublisher):
+    """Keeps what it is asked to publish, and when."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.times: list[float] = []
+
+    async def publish(self, records: Sequence[Record]) -> None:
+        await super().publish(records)
+        self.times += [time.monotonic()] * len(records)
+
+
+async def write_keys(engine: AsyncEngine, keys: int, rounds: int) -> None:
+    """`rounds` rows of each of `keys` keys, a transaction per round."""
+    for i in range(rounds):
+        async with engine.begin() as conn:
+            rows = [
+                {"topic": "t", "key": f"key-{k}", "headers": {}, "value": b"%d" % i}
+                for k in range(keys)
+            ]
+            await conn.execute(outbox.insert(), rows)
+
+
+Written = list[tuple[str, bytes]]
+
+
+async def written_and_shards(engine: AsyncEngine) -> tuple[Written, dict[str, int]]:
+    """The rows (key, value) in the order written, and each key's shard as the store has it."""
+    async with engine.connect() as conn:
+        rows = (
+            await conn.execute(sa.select(outbox.c.key, outbox.c.value).order_by(outbox.c.id))
+        ).all()
+        shard = sa.func.hashtext(outbox.c.key).op("&")(OUTBOX_SHARDS - 1)
+        shards = (await conn.execute(sa.select(outbox.c.key, shard).distinct())).all()
+        return [(k, bytes(v)) for k, v in rows], dict(shards)
+
+
+def assert_each_once_in_order_per_key(written: Written, published: list[Record]) -> None:
+    assert sorted((r.key, r.value) for r in published) == sorted(written)
+    for key in {k for k, _ in written}:
+        in_order_written = [v for k, v in written if k == key]
+        assert [r.value for r in published if r.key == key] == in_order_written
+
+
+async def members(engine: AsyncEngine) -> int:
+    async with engine.connect() as conn:
+        return int(await conn.scalar(sa.select(sa.func.count()).select_from(outbox_relay_member)))
+
+
+async def test_two_relays_share_the_shards_each_publishing_its_own(empty_database: str) -> None:
+    await asyncio.to_thread(migrate.upgrade, empty_database)
+    engine = create_engine(empty_database, 6)
+    lease_s = 2.0
+    publishers = [CollectingPublisher(), CollectingPublisher()]
+    relays = [
+        OutboxRelay(
+            SqlOutbox(engine),
+            publisher,  # type: ignore[arg-type]
+            batch_size=8,
+            poll_interval_s=0.1,
+            lease_s=lease_s,
+            recover_after_s=0,
+        )
+        for publisher in publishers
+    ]
+    running = [asyncio.create_task(r.run()) for r in relays]
+    try:
+        deadline = time.monotonic() + 10
+        while await members(engine) < 2:
+            assert time.monotonic() < deadline, "gave up waiting for both relays to join"
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(lease_s / 3 + 0.3)  # the first to join has seen the second
+
+        await write_keys(engine, keys=40, rounds=3)
+        await until(lambda: sum(len(p.records) for p in publishers) >= 120, "120 rows")
+        await asyncio.sleep(0.3)  # and nothing more
+        written, shard_of = await written_and_shards(engine)
+    finally:
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        await engine.dispose()
+    assert_each_once_in_order_per_key(written, [r for p in publishers for r in p.records])
+    owners = [r.owner for r in relays]
+    for relay, publisher in zip(relays, publishers, strict=True):
+        assert publisher.records, f"{relay.owner} published nothing"
+        own = set(shards_of(relay.owner, owners))
+        assert {shard_of[r.key] for r in publisher.records} <= own
+
+
+async def test_a_relay_takes_over_the_shards_of_one_that_froze(empty_database: str) -> None:
+    """The frozen relay ran one round and then nothing: it neither left nor released its
+    leases, as a process that hangs or is killed without a goodbye."""
+    await asyncio.to_thread(migrate.upgrade, empty_database)
+    engine = create_engine(empty_database, 6)
+    lease_s = 1.0
+    await write_keys(engine, keys=40, rounds=3)
+    frozen_published, survivor_published = CollectingPublisher(), TimedPublisher()
+    frozen = OutboxRelay(
+        SqlOutbox(engine),
+        frozen_published,  # type: ignore[arg-type]
+        batch_size=5,
+        lease_s=lease_s,
+        recover_after_s=0,
+    )
+    survivor = OutboxRelay(
+        SqlOutbox(engine),
+        survivor_published,  # type: ignore[arg-type]
+        batch_size=8,
+        poll_interval_s=0.1,
+        lease_s=lease_s,
+        recover_after_s=0,
+    )
+    froze_at = time.monotonic()
+    assert await frozen.relay_once() == (5, 0)  # it took every shard's lease it had rows of
+    running = asyncio.create_task(survivor.run())
+    try:
+        await until(lambda: len(survivor_published.records) >= 115, "the other 115 rows")
+        await asyncio.sleep(0.3)  # and nothing more
+        written, shard_of = await written_and_shards(engine)
+    finally:
+        running.cancel()
+        await asyncio.gather(running, return_exceptions=True)
+        await engine.dispose()
+    assert_each_once_in_order_per_key(
+        written, [*frozen_published.records, *survivor_published.records]
+    )
+    frozens = set(shards_of(frozen.owner, [frozen.owner, survivor.owner]))
+    taken_over_after = [
+        at - froze_at
+        for record, at in zip(survivor_published.records, survivor_published.times, strict=True)
+        if shard_of[record.key] in frozens
+    ]
+    assert taken_over_after, "no row of the frozen relay's shards was left to take over"
+    assert min(taken_over_after) >= 0.9 * lease_s  # not while it was still seen alive
 
 
 @contextlib.asynccontextmanager
