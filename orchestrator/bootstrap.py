@@ -9,7 +9,7 @@ from typing import Any
 import structlog
 import uvicorn
 
-from orchestrator import sagas, scheduler, sealed, signing
+from orchestrator import group_commit, sagas, scheduler, sealed, signing
 from orchestrator.api import guards
 from orchestrator.api.app import create_app
 from orchestrator.api.auth import Authenticator
@@ -140,7 +140,8 @@ def run_worker(settings: Settings) -> None:
             f"SAGA_SIGNING_KEYS holds no key to verify the replies of {', '.join(unverifiable)}"
         )
     authentic = signing.replies(keys)
-    apply_replies = consumer.applying(service.handle_replies, publisher, parked, authentic)
+    handle_replies = group_commit.Merging(service.handle_replies, settings.apply_slots)
+    apply_replies = consumer.applying(handle_replies, publisher, parked, authentic)
     replies = consuming(settings, "orchestrator", "replies", apply_replies)
 
     async def apply_starts(records: list[consumer.Consumed]) -> None:

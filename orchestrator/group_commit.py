@@ -52,3 +52,85 @@ class GroupCommit(Generic[Request, Result]):
             for (_, future), result in zip(batch, results, strict=True):
                 if not future.done():
                     future.set_result(result)
+
+
+Item = TypeVar("Item")
+
+
+class Merging(Generic[Item]):
+    """`handle_many` for batches handed in side by side (by the lanes of a consumer loop).
+
+    Up to `slots` calls run at once; the batches that arrive while they do are handled
+    together, in the order they arrived, in the next free slot. So at high load batches
+    share transactions, and a slow call holds up the batches in it, not every other. If a
+    call of several batches fails, each is handled again alone, so that the error of one (a
+    poison message) is the error of that batch only.
+    """
+
+    def __init__(
+        self,
+        handle_many: Callable[[list[Item]], Awaitable[object]],
+        slots: int = 2,
+        max_items: int = 500,
+    ) -> None:
+        self._handle_many = handle_many
+        self._slots = slots
+        self._max_items = max_items
+        self._waiting: list[tuple[list[Item], asyncio.Future[None]]] = []
+        self._running = 0  # counted in _run itself: a task's done callback comes later
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, batch: list[Item]) -> None:
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiting.append((batch, future))
+        if self._running < self._slots:
+            self._running += 1
+            task = asyncio.ensure_future(self._run())
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        await future
+
+    def _next(self) -> list[tuple[list[Item], asyncio.Future[None]]]:
+        taken, items = 0, 0
+        for batch, _ in self._waiting:
+            if taken and items + len(batch) > self._max_items:
+                break
+            taken, items = taken + 1, items + len(batch)
+        together = self._waiting[:taken]
+        del self._waiting[:taken]
+        return [(b, f) for b, f in together if not f.cancelled()]
+
+    async def _run(self) -> None:
+        try:
+            await self._handle_waiting()
+        finally:
+            self._running -= 1
+
+    async def _handle_waiting(self) -> None:
+        while self._waiting:
+            together = self._next()
+            if len(together) > 1:
+                try:
+                    await self._handle_many([item for batch, _ in together for item in batch])
+                except Exception:  # found out below, batch by batch
+                    pass
+                else:
+                    for _, future in together:
+                        _settle(future, None)
+                    continue
+            for batch, future in together:
+                try:
+                    await self._handle_many(batch)
+                except Exception as exc:
+                    _settle(future, exc)
+                else:
+                    _settle(future, None)
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # its caller gave up waiting
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)

@@ -84,6 +84,14 @@ class Settings(BaseSettings):
         "without a goodbye pauses its partitions this long (the broker refuses less than "
         "its group.min.session.timeout.ms, 6 s unless lowered)",
     )
+    apply_slots: int = pydantic.Field(
+        default=4,
+        ge=1,
+        le=32,
+        description="how many transactions a consumer (the worker's replies, a participant's "
+        "commands) runs at once: partitions are applied side by side, the batches of those "
+        "that wait share the next free one, so one slow batch holds up this many fewer",
+    )
     instance_id: str = pydantic.Field(
         default="",
         pattern=r"^[A-Za-z0-9._-]{0,100}$",

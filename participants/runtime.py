@@ -7,6 +7,7 @@ import asyncio
 from functools import partial
 
 from orchestrator import signing
+from orchestrator.group_commit import Merging
 from orchestrator.housekeeping import Housekeeping, Purge
 from orchestrator.settings import Settings, SettingsError
 from orchestrator.store.unit_of_work import engine_for
@@ -41,7 +42,8 @@ def serve(participant: Participant, settings: Settings, web_port: int = 0) -> No
     )
 
     authentic = signing.commands_for(keys, name)
-    apply_commands = consumer.applying(processor.process_many, publisher, verify=authentic)
+    process_many = Merging(processor.process_many, settings.apply_slots)
+    apply_commands = consumer.applying(process_many, publisher, verify=authentic)
     commands = consuming(settings, f"participant-{name}", name, apply_commands)
 
     purge = partial(processor.purge_inbox, settings.dedup_retention_s)

@@ -1,13 +1,16 @@
 """The one consumer loop, shared by the worker and the participant runtime.
 
-Each round takes whatever the broker has for this consumer, up to `max_batch` records, and
-hands it to `apply` in one piece: one record at low load, so nothing waits for company, and
-many at high load, when they share one transaction. Records of a partition keep their order,
-so a saga's messages are applied in the order they were published.
+Each partition has a lane: the records fetched for it wait in its queue, and the lane hands
+them to `apply`, as many as have arrived (up to `max_batch`), when the previous call
+returned. Lanes run side by side, so one slow record holds up the sagas of its own partition
+only; within a lane records keep their order, so a saga's messages are applied in the order
+they were published. At low load a record goes to `apply` alone, at once; at high load many
+share one call (and one transaction). A partition whose queue is full is paused at the
+broker until its lane catches up.
 
-Offsets are committed after `apply` returned (its transaction committed), at most every
-`commit_interval_s`, when the loop goes idle, before partitions are taken away in a
-rebalance and at shutdown. A crash between the two re-delivers the records since the last
+Offsets are committed after `apply` returned (its transaction committed), every
+`commit_interval_s` while there is something to commit, before partitions are taken away in
+a rebalance and at shutdown. A crash between the two re-delivers the records since the last
 commit; every handler is idempotent.
 """
 
@@ -15,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -30,6 +33,19 @@ from orchestrator.transport.security import kafka_security
 log = structlog.get_logger(__name__)
 
 Apply = Callable[[list[Consumed]], Awaitable[None]]
+
+
+class _Lane:
+    """The records of one partition, applied one call after the other."""
+
+    def __init__(self, tp: TopicPartition) -> None:
+        self.tp = tp
+        self.queue: deque[Consumed] = deque()
+        self.task: asyncio.Task[None] | None = None
+        self.closed = False
+
+    def take(self, most: int) -> list[Consumed]:
+        return [self.queue.popleft() for _ in range(min(most, len(self.queue)))]
 
 
 class ConsumerLoop:
@@ -70,10 +86,10 @@ class ConsumerLoop:
             "fetch_max_wait_ms": 500,
         }
         self._consumer: AIOKafkaConsumer | None = None
+        self._lanes: dict[TopicPartition, _Lane] = {}
         self._applied: dict[TopicPartition, int] = {}  # next offset, applied, not committed
         self._committed: dict[TopicPartition, int] = {}
-        self._last_commit = time.monotonic()
-        self._batch_lock = asyncio.Lock()  # a batch and a commit never overlap
+        self._commit_lock = asyncio.Lock()
         self._stopping = False
         self._batch_size = metrics.BATCH_SIZE.labels(topic)
 
@@ -82,7 +98,7 @@ class ConsumerLoop:
 
     def lag(self) -> dict[TopicPartition, int]:
         """Records not yet applied per partition: the high-water mark minus what was
-        committed, as of the last fetch."""
+        applied, as of the last fetch."""
         consumer = self._consumer
         if consumer is None:
             return {}
@@ -96,46 +112,66 @@ class ConsumerLoop:
 
     async def run(self) -> None:
         consumer = AIOKafkaConsumer(**self._config)
-        consumer.subscribe([self.topic], listener=_CommitOnRevoke(self))
+        consumer.subscribe([self.topic], listener=_CloseLanesOnRevoke(self))
         await consumer.start()
         self._consumer = consumer
         log.info("consumer_started", topic=self.topic, group=self._config["group_id"])
+        committing = asyncio.ensure_future(self._commit_periodically())
         try:
             while not self._stopping:
                 fetched = await consumer.getmany(
                     timeout_ms=self._idle_wait_ms, max_records=self._max_batch
                 )
-                if not fetched:
-                    await self._commit()  # idle: what was applied is committed now
-                    continue
-                records = [
-                    Consumed(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers))
-                    for batch in fetched.values()
-                    for r in batch
-                ]
-                # Shielded: a shutdown lets the batch in hand finish and commit (see stop()).
-                await asyncio.shield(self._apply_batch(fetched, records))
-                if time.monotonic() - self._last_commit >= self._commit_interval_s:
-                    await self._commit()
+                for tp, batch in fetched.items():
+                    self._enqueue(consumer, tp, batch)
         finally:
+            committing.cancel()
             await self.stop()
 
-    async def _apply_batch(self, fetched: dict[TopicPartition, Any], records: list[Any]) -> None:
-        async with self._batch_lock:
-            self._batch_size.observe(len(records))
-            try:
-                await self._apply(records)
-            except Exception:  # apply() ends every record itself; this is the last guard
-                log.exception("consumer_batch_failed", topic=self.topic, size=len(records))
-            for tp, batch in fetched.items():
-                self._applied[tp] = batch[-1].offset + 1
+    def _enqueue(self, consumer: AIOKafkaConsumer, tp: TopicPartition, batch: list[Any]) -> None:
+        if self._stopping:  # not begun: they come again from the last commit
+            return
+        lane = self._lanes.get(tp)
+        if lane is None or lane.closed:
+            lane = self._lanes[tp] = _Lane(tp)
+        lane.queue.extend(
+            Consumed(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers))
+            for r in batch
+        )
+        if len(lane.queue) >= self._max_batch:  # the lane is behind: fetch no more for now
+            consumer.pause(tp)
+        if lane.task is None or lane.task.done():
+            lane.task = asyncio.ensure_future(self._drain(lane))
+
+    async def _drain(self, lane: _Lane) -> None:
+        """Apply the lane's records until its queue is empty or the lane is closed."""
+        while lane.queue and not lane.closed:
+            records = lane.take(self._max_batch)
+            # Shielded: a shutdown or a revocation lets the records in hand finish (they
+            # wait for this task; see _close_lanes).
+            await asyncio.shield(self._apply_records(records))
+            self._applied[lane.tp] = records[-1].offset + 1
+            consumer = self._consumer
+            if consumer is not None and not lane.closed and lane.tp in consumer.paused():
+                consumer.resume(lane.tp)
+
+    async def _apply_records(self, records: list[Consumed]) -> None:
+        self._batch_size.observe(len(records))
+        try:
+            await self._apply(records)
+        except Exception:  # apply() ends every record itself; this is the last guard
+            log.exception("consumer_batch_failed", topic=self.topic, size=len(records))
+
+    async def _commit_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(self._commit_interval_s)
+            await self._commit()
 
     async def _commit(self, only: set[TopicPartition] | None = None) -> None:
         consumer = self._consumer
         if consumer is None:
             return
-        async with self._batch_lock:
-            self._last_commit = time.monotonic()
+        async with self._commit_lock:
             offsets = {
                 tp: offset
                 for tp, offset in self._applied.items()
@@ -150,18 +186,29 @@ class ConsumerLoop:
                 return
             self._committed.update(offsets)
 
+    async def _close_lanes(self, partitions: set[TopicPartition]) -> None:
+        """Let each lane finish the records in hand; drop the ones it had not begun (they
+        come again from the last commit, to whoever holds the partition next)."""
+        lanes = [self._lanes.pop(tp) for tp in partitions if tp in self._lanes]
+        for lane in lanes:
+            lane.closed = True
+            lane.queue.clear()
+        await asyncio.gather(*(lane.task for lane in lanes if lane.task is not None))
+
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         """Commit what was applied before the partitions go to another consumer."""
+        await self._close_lanes(partitions)
         await self._commit(partitions)
         for tp in partitions:
             self._applied.pop(tp, None)
             self._committed.pop(tp, None)
 
     async def stop(self) -> None:
-        """Let the batch in hand finish, commit its offsets, leave the group."""
+        """Let the records in hand finish, commit their offsets, leave the group."""
         self._stopping = True
         if self._consumer is None:
             return
+        await self._close_lanes(set(self._lanes))
         await self._commit()
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
@@ -182,7 +229,7 @@ def consuming(settings: Settings, group: str, channel: str, apply: Apply) -> Con
     )
 
 
-class _CommitOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
+class _CloseLanesOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
     def __init__(self, loop: ConsumerLoop) -> None:
         self._loop = loop
 

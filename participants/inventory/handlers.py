@@ -29,6 +29,25 @@ _TAKE_STOCK = (
 )
 
 
+_RESERVED_SKUS = sa.select(reservation.c.sku).where(
+    reservation.c.saga_id == sa.bindparam("saga_id"), reservation.c.status == "reserved"
+)
+
+
+async def stock_rows(conn: AsyncConnection, command: messages.Message) -> list[str]:
+    """The stock rows a command will lock: its order's products, or those of the
+    reservation it releases."""
+    if command.message_type == "inventory.reserve":
+        items = command.payload.get("items")
+        if not isinstance(items, list):
+            return []  # the handler refuses it
+        return [f"stock:{i['sku']}" for i in items if isinstance(i, dict) and "sku" in i]
+    if command.message_type == "inventory.release":
+        rows = await conn.execute(_RESERVED_SKUS, {"saga_id": command.saga_id})
+        return [f"stock:{sku}" for sku in rows.scalars()]
+    return []
+
+
 async def reserve(conn: AsyncConnection, command: messages.Message) -> Result:
     wanted: Counter[str] = Counter()
     for item in command.payload["items"]:
@@ -97,4 +116,5 @@ PARTICIPANT = Participant(
     ledger=ledger,
     actions={"inventory.reserve": reserve},
     compensations={"inventory.release": release},
+    locks=stock_rows,
 )

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +76,10 @@ Handler = Callable[[AsyncConnection, messages.Message], Awaitable[Result]]
 CompensationHandler = Callable[
     [AsyncConnection, messages.Message, Mapping[str, Any]], Awaitable[Result]
 ]
+# The rows besides its own saga step that a command's handler will lock, named (for example
+# "stock:SKU-1"); it may read the participant's tables to know them (a compensation, what its
+# action touched).
+Locks = Callable[[AsyncConnection, messages.Message], Awaitable[Iterable[str]]]
 APPLIED, FENCED = "applied", "fenced"
 
 
@@ -94,6 +98,11 @@ class Participant:
     reads: Mapping[str, int] = dataclasses.field(default_factory=dict)  # type -> version known
     # The participant's own Alembic scripts (`participants migrate NAME` applies them).
     migrations: Path | None = None
+    # Partitions are applied side by side, each batch in one transaction: when handlers of
+    # different sagas lock shared rows (a product's stock), name them here, and the kit takes
+    # every batch's locks in one global order before any handler runs, so that batches wait
+    # for each other instead of deadlocking (which costs the database a second to detect).
+    locks: Locks | None = None
 
     def __post_init__(self) -> None:
         if self.resolve_command in self.actions or self.resolve_command in self.compensations:
@@ -179,6 +188,11 @@ class CommandProcessor:
         self._lock_steps = as_psycopg(
             "SELECT pg_advisory_xact_lock(hashtextextended(k, 0)) "
             "FROM unnest(CAST(:keys AS text[])) WITH ORDINALITY AS t(k, n) ORDER BY n"
+        )
+        # in the order of the locks themselves: two names of one hash are one lock
+        self._lock_rows = as_psycopg(
+            "SELECT pg_advisory_xact_lock(h) FROM (SELECT DISTINCT hashtextextended(k, 0) AS h "
+            "FROM unnest(CAST(:keys AS text[])) AS t(k)) AS l ORDER BY h"
         )
         inbox_name = f"{inbox.schema}.{inbox.name}" if inbox.schema else inbox.name
         ledger_name = f"{ledger.schema}.{ledger.name}" if ledger.schema else ledger.name
@@ -296,6 +310,9 @@ class CommandProcessor:
                 batch.answered[key] = bytes(reply)
             else:
                 batch.ledger[(key, step)] = (state, data)
+        if self._p.locks is not None:
+            unanswered = [c for c in commands if c.message_id not in batch.answered]
+            await self._lock_shared_rows(conn, raw, unanswered)
         batch.isolate = len(commands) > 1 and not batch.optimistic
         replies = []
         for command in commands:
@@ -330,6 +347,17 @@ class CommandProcessor:
                 },
             )
         return replies
+
+    async def _lock_shared_rows(
+        self, conn: AsyncConnection, raw: Any, commands: Sequence[messages.Message]
+    ) -> None:
+        assert self._p.locks is not None
+        names: set[str] = set()
+        for command in commands:
+            names.update(await self._p.locks(conn, command))
+        if names:
+            keys = [f"{self._p.name}:rows:{name}" for name in names]
+            await raw.execute(self._lock_rows, {"keys": keys})
 
     async def _apply(
         self, conn: AsyncConnection, batch: _Batch, command: messages.Message

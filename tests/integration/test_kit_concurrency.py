@@ -49,3 +49,56 @@ async def test_concurrent_attempts_of_one_step_reserve_once(migrated_database: s
     assert len(replies) == 6
     assert {r.outcome for r in replies} == {messages.Outcome.SUCCESS}
     assert len({tuple(sorted(r.data.items())) for r in replies}) == 1
+
+
+def reserve(sku: str) -> messages.Message:
+    return messages.command(
+        message_type="inventory.reserve",
+        saga_id=messages.new_id(),
+        saga_type="order",
+        step="reserve_inventory",
+        attempt=1,
+        payload={"orderId": sku, "items": [{"sku": sku, "quantity": 1}]},
+        now=datetime.now(UTC),
+        causation_id=None,
+    )
+
+
+async def test_batches_that_take_shared_rows_in_opposite_orders_wait_instead_of_deadlocking(
+    migrated_database: str,
+) -> None:
+    """Partitions are applied side by side, each batch in one transaction: a batch that
+    reserves A then B and one that reserves B then A take the participant's declared locks
+    in one order first, so the database never has to break a deadlock."""
+    engine = create_engine(migrated_database, 8)
+    processor = CommandProcessor(PARTICIPANT, engine, CollectingPublisher(), "replies")  # type: ignore[arg-type]
+
+    async def deadlocks() -> int:
+        async with engine.connect() as conn:
+            return int(
+                await conn.scalar(
+                    sa.text(
+                        "SELECT deadlocks FROM pg_stat_database WHERE datname = current_database()"
+                    )
+                )
+            )
+
+    try:
+        async with engine.begin() as conn:
+            for sku in ("SKU-A", "SKU-B"):
+                await restock(conn, sku, 1000)
+        before = await deadlocks()
+        orders = [("SKU-A", "SKU-B"), ("SKU-B", "SKU-A")] * 10
+        await asyncio.gather(
+            *(processor.process_many([reserve(x), reserve(y)]) for x, y in orders)
+        )
+        await asyncio.sleep(0.6)  # the statistics collector's delay
+        after = await deadlocks()
+
+        async with engine.connect() as conn:
+            stock = "SELECT sku, quantity FROM inventory.stock WHERE sku IN ('SKU-A', 'SKU-B')"
+            left = dict((await conn.execute(sa.text(stock))).all())
+    finally:
+        await engine.dispose()
+    assert left == {"SKU-A": 980, "SKU-B": 980}
+    assert after == before
