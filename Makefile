@@ -60,9 +60,12 @@ promtool:  ## checks the alert rules; built once from its Go module into .local/
 test: install services browser promtool lint
 	$(BIN)/pytest
 
+# make faults SIZE=10000 KAFKA_BROKERS=3: the broker faults on three nodes (one broker killed
+# for 60 s, the leader of a busy partition killed); on one node, the broker restarted
 SIZE ?= 1000
+FAULT_RATE ?= 10
 faults: install services  ## the fault-injection suite at a chosen size: make faults SIZE=5000
-	$(BIN)/python -m tests.faults.chaos --sagas $(SIZE)
+	$(BIN)/python -m tests.faults.chaos --sagas $(SIZE) --rate $(FAULT_RATE)
 
 # make bench LEVELS=1,64 DURATION=30 RATE=50 COMPENSATE=0.2 SOAK=0 (SOAK: seconds at 64 in flight)
 LEVELS ?= 1,8,64,256

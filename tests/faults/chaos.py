@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.conftest import service_urls
 from tests.e2e import kafka
@@ -45,6 +46,8 @@ PAUSE_BOUNDS_S = {
     "SIGSTOP worker > session timeout": SESSION_TIMEOUT_S + 5.0,
 }
 SETTLE_S = 12  # between two faults: longer than any bound, so that pauses do not overlap
+BROKER_DOWN_S = 60  # "one broker down" on a three-node cluster
+PARTICIPANTS = ("inventory", "payment", "shipping")
 MAX_COPIES_PER_BURST = 300
 RECOVERY_S = 30
 SKUS = ("CHAOS-A", "CHAOS-B", "CHAOS-C")
@@ -108,25 +111,47 @@ def plan(size: int, rng: random.Random) -> list[Planned]:
 class Faults:
     """Injects one fault after another until told to stop; counts what it did."""
 
-    def __init__(self, system: System, rng: random.Random, local_services: bool) -> None:
+    def __init__(
+        self,
+        system: System,
+        rng: random.Random,
+        services: Services | None,
+        broker_down_s: float = BROKER_DOWN_S,
+        only_brokers: bool = False,
+    ) -> None:
+        """`services` runs the services script: None when they are not this machine's."""
         self.system = system
         self.rng = rng
-        self.local = local_services
+        self.services = services
+        self.broker_down_s = broker_down_s
+        self.only_brokers = only_brokers
         self.done: collections.Counter[str] = collections.Counter()
         self.started: list[tuple[float, str]] = []  # (wall clock, fault) as each began
-        self._participants = itertools.cycle(("inventory", "payment", "shipping"))
+        self._participants = itertools.cycle(PARTICIPANTS)
 
-    def run(self, all_started: threading.Event) -> None:
-        """Inject the whole cycle of faults, again while sagas are still being started."""
-        cycle: list[Callable[[], None]] = [
+    def cycle(self) -> list[Callable[[], None]]:
+        brokers = len(self.system.kafka.split(","))
+        kafka: list[Callable[[], None]] = (
+            [self.kill_leader_of_busy_partition, self.kill_one_broker]
+            if brokers >= 3
+            else [self.restart_kafka]
+        )
+        if self.only_brokers:
+            return kafka
+        return [
             self.kill_worker,
             self.kill_participants,
             self.duplicate_burst,
-            self.restart_kafka,
+            *kafka[:1],
             self.kill_one_of_two_workers,
             self.restart_postgres,
             self.pause_worker,
+            *kafka[1:],
         ]
+
+    def run(self, all_started: threading.Event) -> None:
+        """Inject the whole cycle of faults, again while sagas are still being started."""
+        cycle = self.cycle()
         time.sleep(SETTLE_S)  # the consumer groups of the processes just started settle
         while True:
             for fault in cycle:
@@ -153,11 +178,13 @@ class Faults:
         self.done["SIGKILL 1 of 2 workers"] += 1
 
     def kill_participants(self) -> None:
-        name = next(self._participants)
+        """One of the two instances of the next participant."""
+        participant = next(self._participants)
+        name = self.rng.choice((participant, f"{participant}2"))
         self.system.kill(name)
         time.sleep(self.rng.uniform(0.2, 1))
         self.system.start(name)
-        self.done[f"SIGKILL {name}, restart"] += 1
+        self.done[f"SIGKILL {participant}, restart"] += 1
 
     def pause_worker(self) -> None:
         process = self.system.processes["worker"]
@@ -167,21 +194,50 @@ class Faults:
         self.done["SIGSTOP worker > session timeout"] += 1
 
     def restart_kafka(self) -> None:
-        if self.local:
+        if self.services:
             self._restart("kafka", "restart Kafka broker")
 
     def restart_postgres(self) -> None:
-        if self.local:
+        if self.services:
             self._restart("postgres", "restart PostgreSQL")
 
+    def kill_leader_of_busy_partition(self) -> None:
+        """SIGKILL the broker leading the replies partition that took the most messages, and
+        start it again at once: its partitions' leadership moves, the producers and
+        consumers find the new leaders, and the node catches up when it is back."""
+        if self.services:
+            node = asyncio.run(leader_of_busiest(self.system, f"{self.system.namespace}.replies"))
+            self._broker_down(node, self.rng.uniform(1, 3), "SIGKILL leader of a busy partition")
+
+    def kill_one_broker(self) -> None:
+        if self.services:
+            node = self.rng.randint(1, 3)
+            self._broker_down(
+                node, self.broker_down_s, f"SIGKILL one broker {self.broker_down_s:.0f} s"
+            )
+
+    def _broker_down(self, node: int, seconds: float, fault: str) -> None:
+        assert self.services is not None
+        if not self.services("kill-broker", str(node)):
+            self.done[f"{fault} (failed)"] += 1
+            return
+        time.sleep(seconds)
+        for _ in range(10):  # the node must come back: the next faults need three
+            if self.services("start-broker", str(node)):
+                self.done[fault] += 1
+                return
+            time.sleep(3)
+        self.done[f"{fault} (failed to start again)"] += 1
+
     def _restart(self, server: str, fault: str) -> None:
-        if _services("restart", server):
+        assert self.services is not None
+        if self.services("restart", server):
             self.done[fault] += 1
             return
         # a failed restart must not leave the server down: the suite measures the
         # orchestrator, not a broken machine
         for _ in range(10):
-            if _services("start"):
+            if self.services("start"):
                 break
             time.sleep(3)
         self.done[f"{fault} (failed; started again)"] += 1
@@ -192,16 +248,49 @@ class Faults:
             self.done["duplicate deliveries (messages)"] += copies
 
 
-def _services(*args: str) -> bool:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in ("SAGA_DATABASE_URL", "SAGA_KAFKA_BOOTSTRAP_SERVERS")
-    }
-    result = subprocess.run(
-        [str(ROOT / "deploy/local/services"), *args], env=env, capture_output=True, text=True
-    )
-    return result.returncode == 0
+Services = Callable[..., bool]
+
+
+def local_services(env: dict[str, str] | None = None) -> Services:
+    """The services script of this checkout, with `env` (the default services: this
+    process's environment without the addresses, which the script finds itself)."""
+    if env is None:
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in ("SAGA_DATABASE_URL", "SAGA_KAFKA_BOOTSTRAP_SERVERS")
+        }
+        if len(service_urls()[1].split(",")) >= 3:
+            env.setdefault("SAGA_KAFKA_BROKERS", "3")
+
+    def services(*args: str) -> bool:
+        result = subprocess.run(
+            [str(ROOT / "deploy/local/services"), *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        return result.returncode == 0
+
+    return services
+
+
+async def leader_of_busiest(system: System, topic: str) -> int:
+    """The node leading the partition of `topic` with the most messages."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=system.kafka.split(","))
+    consumer = AIOKafkaConsumer(bootstrap_servers=system.kafka.split(","))
+    await admin.start()
+    await consumer.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+        leaders = {p["partition"]: p["leader"] for p in described["partitions"]}
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in leaders])
+        busiest = max(ends, key=lambda tp: ends[tp])
+        return int(leaders[busiest.partition])
+    finally:
+        await consumer.stop()
+        await admin.close()
 
 
 async def duplicate(system: System, rng: random.Random, seconds: float) -> int:
@@ -354,15 +443,25 @@ def run(
     rate: float = 4.0,
     workdir: Path | None = None,
     pause_bounds: bool = True,
+    kafka: str | None = None,
+    services: Services | None = None,
+    broker_down_s: float = BROKER_DOWN_S,
+    only_brokers: bool = False,
 ) -> bool:
     """Whether every check passed; with `pause_bounds` False the pauses are reported but a
-    pause past its bound fails nothing (a timing, on a machine others may load)."""
-    database_url, kafka = service_urls()
+    pause past its bound fails nothing (a timing, on a machine others may load). `kafka` and
+    `services`: another cluster than the default services, and the script that runs it."""
+    database_url, default_kafka = service_urls()
+    kafka = kafka or default_kafka
     rng = random.Random(seed)
     workdir = workdir or Path(tempfile.mkdtemp(prefix="faults-"))
+    workdir.mkdir(parents=True, exist_ok=True)
     system = System(database_url, kafka, workdir, definitions="tests.faults.sagas")
     system.env["SAGA_CONSUMER_SESSION_TIMEOUT_S"] = str(SESSION_TIMEOUT_S)
-    local = not os.environ.get("SAGA_EXTERNAL_SERVICES")
+    if len(kafka.split(",")) >= 3:
+        system.env["SAGA_TOPIC_REPLICATION"] = "3"
+    if services is None and not os.environ.get("SAGA_EXTERNAL_SERVICES"):
+        services = local_services()
     began = time.monotonic()
     system.create_database()
     try:
@@ -370,8 +469,10 @@ def run(
             system.restock(sku, STOCK)
         system.start_all()
         system.start("worker2", "orchestrator", "worker", env={"SAGA_WORKER_METRICS_PORT": "0"})
+        for participant in PARTICIPANTS:  # two of everything
+            system.start(f"{participant}2", "participants", "worker", participant)
         planned = plan(size, rng)
-        faults = Faults(system, rng, local)
+        faults = Faults(system, rng, services, broker_down_s, only_brokers)
         all_started = threading.Event()
         injector = threading.Thread(target=faults.run, args=(all_started,))
         injector.start()
@@ -380,7 +481,7 @@ def run(
         finally:
             all_started.set()
             injector.join()
-        for name in ("worker", "worker2", "inventory", "payment", "shipping"):
+        for name in ("worker", "worker2", *PARTICIPANTS, *(f"{p}2" for p in PARTICIPANTS)):
             if system.processes[name].poll() is not None:
                 system.start(name)
         ids = [p.saga_id for p in planned if p.saga_id]
@@ -489,12 +590,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rate", type=float, default=4.0, help="sagas started per second")
     parser.add_argument(
+        "--broker-down-s", type=float, default=BROKER_DOWN_S, help="one broker down this long"
+    )
+    parser.add_argument(
         "--enforce-pauses",
         action="store_true",
         help="fail when a fault paused messages past its bound (reported either way)",
     )
     args = parser.parse_args()
-    ok = run(args.sagas, args.seed, args.rate, pause_bounds=args.enforce_pauses)
+    ok = run(
+        args.sagas,
+        args.seed,
+        args.rate,
+        pause_bounds=args.enforce_pauses,
+        broker_down_s=args.broker_down_s,
+    )
     sys.exit(0 if ok else 1)
 
 
