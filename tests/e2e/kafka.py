@@ -7,12 +7,29 @@ import contextlib
 import json
 import math
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from orchestrator.transport import dead_letters
 from tests.e2e.system import System, signature
+
+
+@contextlib.asynccontextmanager
+async def fresh_topic(kafka: str, partitions: int = 1) -> AsyncIterator[str]:
+    """A topic on the real broker for one test, deleted after it."""
+    name = f"test-{uuid.uuid4().hex[:10]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.split(","))
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(name, partitions, replication_factor=1)])
+        try:
+            yield name
+        finally:
+            await admin.delete_topics([name])
+    finally:
+        await admin.close()
 
 
 async def _publish(
@@ -66,8 +83,9 @@ def first(system: System, topic: str, key: str, timeout_s: float = 30) -> bytes:
     return asyncio.run(_first(system, topic, key.encode(), timeout_s))
 
 
-async def _appended_at(servers: str, topics: list[str]) -> dict[str, float]:
-    """message id -> when the broker first took it (s since the epoch); copies come later."""
+async def _appended_at(servers: str, topics: list[str]) -> dict[str, tuple[float, int]]:
+    """message id -> when the broker first took it (s since the epoch), and on which
+    partition; copies come later."""
     consumer = AIOKafkaConsumer(bootstrap_servers=servers.split(","), enable_auto_commit=False)
     await consumer.start()
     try:
@@ -78,15 +96,14 @@ async def _appended_at(servers: str, topics: list[str]) -> dict[str, float]:
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        first: dict[str, float] = {}
+        first: dict[str, tuple[float, int]] = {}
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for r in records:
                     with contextlib.suppress(ValueError, KeyError, TypeError):
                         message_id = json.loads(r.value)["messageId"]
-                        first[message_id] = min(
-                            first.get(message_id, math.inf), r.timestamp / 1000
-                        )
+                        taken = (r.timestamp / 1000, r.partition)
+                        first[message_id] = min(first.get(message_id, (math.inf, 0)), taken)
         return first
     finally:
         await consumer.stop()
@@ -94,4 +111,9 @@ async def _appended_at(servers: str, topics: list[str]) -> dict[str, float]:
 
 def appended_at(system: System, topics: list[str]) -> dict[str, float]:
     """message id -> when the broker first took it, over every record of the topics."""
+    return {m: at for m, (at, _) in appended_where(system, topics).items()}
+
+
+def appended_where(system: System, topics: list[str]) -> dict[str, tuple[float, int]]:
+    """message id -> when the broker first took it and on which partition of its topic."""
     return asyncio.run(_appended_at(system.kafka, topics))

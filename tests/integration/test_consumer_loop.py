@@ -10,26 +10,11 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from orchestrator.transport.consumer import Consumed
 from orchestrator.transport.loop import ConsumerLoop
 from tests.conftest import service_urls
-
-
-@contextlib.asynccontextmanager
-async def fresh_topic(kafka: str, partitions: int) -> AsyncIterator[str]:
-    name = f"test-loop-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.split(","))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, partitions, replication_factor=1)])
-        try:
-            yield name
-        finally:
-            await admin.delete_topics([name])
-    finally:
-        await admin.close()
+from tests.e2e.kafka import fresh_topic
 
 
 async def produce(kafka: str, topic: str, records: list[tuple[int, bytes]]) -> None:

@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from orchestrator.ports import OUTBOX_SHARDS
@@ -26,6 +25,7 @@ from orchestrator.store.unit_of_work import create_engine
 from orchestrator.transport.producer import Publisher, Record
 from orchestrator.transport.relay import OutboxRelay, shards_of
 from tests.conftest import service_urls
+from tests.e2e.kafka import fresh_topic
 from tests.fakes import CollectingPublisher
 
 
@@ -212,22 +212,6 @@ async def test_a_relay_takes_over_the_shards_of_one_that_froze(empty_database: s
     ]
     assert taken_over_after, "no row of the frozen relay's shards was left to take over"
     assert min(taken_over_after) >= 0.9 * lease_s  # not while it was still seen alive
-
-
-@contextlib.asynccontextmanager
-async def fresh_topic(kafka: str) -> AsyncIterator[str]:
-    """A topic of one partition on the real broker, for this test only."""
-    name = f"test-relay-{uuid.uuid4().hex[:10]}"
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.split(","))
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(name, num_partitions=1, replication_factor=1)])
-        try:
-            yield name
-        finally:
-            await admin.delete_topics([name])
-    finally:
-        await admin.close()
 
 
 async def read_topic(kafka: str, topic: str, timeout_s: float = 15) -> list[bytes]:
