@@ -76,21 +76,23 @@ class Merging(Generic[Item]):
         self._handle_many = handle_many
         self._slots = slots
         self._max_items = max_items
-        self._waiting: list[tuple[list[Item], asyncio.Future[None]]] = []
+        self._waiting: list[tuple[list[Item], asyncio.Future[object]]] = []
         self._running = 0  # counted in _run itself: a task's done callback comes later
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def __call__(self, batch: list[Item]) -> None:
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    async def __call__(self, batch: list[Item]) -> object:
+        """What `handle_many` returned for this batch: its part of a list with an element
+        per item, else what it returned."""
+        future: asyncio.Future[object] = asyncio.get_running_loop().create_future()
         self._waiting.append((batch, future))
         if self._running < self._slots:
             self._running += 1
             task = asyncio.ensure_future(self._run())
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        await future
+        return await future
 
-    def _next(self) -> list[tuple[list[Item], asyncio.Future[None]]]:
+    def _next(self) -> list[tuple[list[Item], asyncio.Future[object]]]:
         taken, items = 0, 0
         for batch, _ in self._waiting:
             if taken and items + len(batch) > self._max_items:
@@ -110,27 +112,33 @@ class Merging(Generic[Item]):
         while self._waiting:
             together = self._next()
             if len(together) > 1:
+                items = [item for batch, _ in together for item in batch]
                 try:
-                    await self._handle_many([item for batch, _ in together for item in batch])
+                    result = await self._handle_many(items)
                 except Exception:  # found out below, batch by batch
                     pass
                 else:
-                    for _, future in together:
-                        _settle(future, None)
+                    start = 0
+                    for batch, future in together:
+                        part = result
+                        if isinstance(result, list) and len(result) == len(items):
+                            part = result[start : start + len(batch)]
+                        start += len(batch)
+                        _settle(future, part, None)
                     continue
             for batch, future in together:
                 try:
-                    await self._handle_many(batch)
+                    result = await self._handle_many(batch)
                 except Exception as exc:
-                    _settle(future, exc)
+                    _settle(future, None, exc)
                 else:
-                    _settle(future, None)
+                    _settle(future, result, None)
 
 
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+def _settle(future: asyncio.Future[object], result: object, error: BaseException | None) -> None:
     if future.done():  # its caller gave up waiting
         return
     if error is None:
-        future.set_result(None)
+        future.set_result(result)
     else:
         future.set_exception(error)

@@ -55,6 +55,15 @@ class Idempotency:
     expires_after_s: float | None = None  # an older saga's key is free for a new one
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Refused:
+    """A message its handler refused without failing the rest of its batch (a reply that
+    does not answer its step's last command): the consumer dead-letters it, with the
+    reason, once the batch committed."""
+
+    reason: str
+
+
 class SagaStore(Protocol):
     """Everything one transaction may read and write; it commits all of it or none.
 
@@ -65,6 +74,9 @@ class SagaStore(Protocol):
 
     async def mark_processed_many(self, messages: Sequence[tuple[str, str]]) -> set[str]:
         """Record (message id, saga id) pairs as applied; return the ids not recorded before."""
+
+    async def forget_processed(self, message_ids: Sequence[str]) -> None:
+        """Unrecord messages marked in this transaction: a copy of them is looked at again."""
 
     async def claim_replies(
         self, messages: Sequence[tuple[str, str]]

@@ -20,6 +20,7 @@ from orchestrator.group_commit import GroupCommit
 from orchestrator.ports import (
     Idempotency,
     Publication,
+    Refused,
     SagaStore,
     Started,
     StartRequest,
@@ -35,7 +36,6 @@ from orchestrator.saga.errors import (
     InvalidSagaInputError,
     OrchestratorError,
     SagaNotFoundError,
-    UnexpectedReplyError,
     UnknownMessageTypeError,
 )
 
@@ -261,20 +261,26 @@ class SagaService:
         log.info("operator_action", saga_id=saga_id, action=action, actor=actor, step=step)
         return decision.saga
 
-    async def handle_reply(self, reply: messages.Message) -> ReplyOutcome:
+    async def handle_reply(self, reply: messages.Message) -> ReplyOutcome | Refused:
         return (await self.handle_replies([reply]))[0]
 
-    async def handle_replies(self, replies: Sequence[messages.Message]) -> list[ReplyOutcome]:
+    async def handle_replies(
+        self, replies: Sequence[messages.Message]
+    ) -> list[ReplyOutcome | Refused]:
         """Apply replies in order, in one transaction: all of them or, on any error, none.
 
         Each saga is loaded and locked once, however many of its replies the batch holds, and
-        stored once; its outbox messages keep the order in which they were decided.
+        stored once; its outbox messages keep the order in which they were decided. A reply
+        that does not answer its step's last command (late, replayed, from another sender)
+        changes nothing: it is `Refused`, noted on its saga's timeline, and not recorded as
+        processed, so that a copy is refused again; the rest of the batch goes on.
         """
         if not replies:
             return []
         observed = []
         recorded: dict[str, tuple[list[core.TimelineEntry], list[Publication]]] = {}
-        outcomes = []
+        outcomes: list[ReplyOutcome | Refused] = []
+        refused: list[str] = []
         started = time.time_ns() if tracing.enabled else 0
         async with self._uow.transaction() as store:
             fresh, sagas = await store.claim_replies([(r.message_id, r.saga_id) for r in replies])
@@ -291,18 +297,33 @@ class SagaService:
                 definition = self._registry.get(saga.type, saga.definition_version)
                 _check_reply_type(definition, reply)
                 unexpected = core.why_reply_does_not_count(saga, definition, reply)
+                timeline, publications = recorded.setdefault(saga.id, ([], []))
                 if unexpected is not None:
-                    raise UnexpectedReplyError(unexpected)
+                    timeline.append(_dead_lettered(reply, unexpected, {}))
+                    refused.append(reply.message_id)
+                    outcomes.append(Refused(printable(unexpected)))
+                    continue
                 decision = core.handle_reply(saga, definition, reply, now)
                 sagas[saga.id] = decision.saga
-                timeline, publications = recorded.setdefault(saga.id, ([], []))
                 timeline.extend(decision.timeline)
                 publications.extend(self._publications(decision))
                 observed.append((definition, saga, decision, reply))
                 outcomes.append(ReplyOutcome.APPLIED)
+            if refused:
+                await store.forget_processed(refused)
             if recorded:  # each saga stored once, as its last reply left it
-                await store.update_many([sagas[saga_id] for saga_id in recorded], now)
+                changed = {o.saga.id for _, _, o, _ in observed}
+                await store.update_many([sagas[saga_id] for saga_id in changed], now)
                 await store.append_many([(i, t, p) for i, (t, p) in recorded.items()], now)
+        self._applied(observed, started)
+        return outcomes
+
+    def _applied(
+        self,
+        observed: list[tuple[SagaDefinition, core.Saga, core.Decision, messages.Message]],
+        started: int,
+    ) -> None:
+        """What follows the commit of replies: wake times, metrics, logs, spans."""
         for definition, saga, decision, reply in observed:
             self.on_wake_time(decision.saga.wake_at)
             metrics.observe(definition, saga, decision)
@@ -319,7 +340,6 @@ class SagaService:
             for _, saga, decision, reply in observed:
                 tracing.reply_applied(reply, decision.saga, started, ended)
                 tracing.decided(saga, decision, started, ended)
-        return outcomes
 
     async def fire_timers(self, limit: int = 100) -> int:
         return (await self.fire_due(limit))[0]
@@ -382,16 +402,7 @@ class SagaService:
         async with self._uow.transaction() as store:
             if not await store.load_many([message.saga_id], for_update=False):
                 return
-            entry = core.TimelineEntry(
-                "message_dead_lettered",
-                printable(message.step, 200) or None,
-                {
-                    "type": printable(message.message_type, 200),
-                    "reason": printable(reason),
-                    **origin,
-                },
-                message.message_id,
-            )
+            entry = _dead_lettered(message, reason, origin)
             await store.append_many([(message.saga_id, [entry], [])], await store.now())
 
     def definition(self, saga_type: str, version: int) -> SagaDefinition:
@@ -447,3 +458,14 @@ def _check_reply_type(definition: SagaDefinition, reply: messages.Message) -> No
             f"{reply.message_type!r} answers no command of saga type "
             f"{definition.name} v{definition.version}"
         )
+
+
+def _dead_lettered(
+    message: messages.Message, reason: str, origin: Mapping[str, Any]
+) -> core.TimelineEntry:
+    return core.TimelineEntry(
+        "message_dead_lettered",
+        printable(message.step, 200) or None,
+        {"type": printable(message.message_type, 200), "reason": printable(reason), **origin},
+        message.message_id,
+    )

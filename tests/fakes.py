@@ -83,6 +83,9 @@ class FakeStore:
                 fresh.add(message_id)
         return fresh
 
+    async def forget_processed(self, message_ids: Sequence[str]) -> None:
+        self.processed -= {canonical(m) for m in message_ids}
+
     async def claim_replies(
         self, messages: Sequence[tuple[str, str]]
     ) -> tuple[set[str], dict[str, Saga]]:

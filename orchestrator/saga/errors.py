@@ -67,9 +67,5 @@ class NotReadyError(OrchestratorError):
     """The service is not ready."""
 
 
-class UnexpectedReplyError(OrchestratorError):
-    """The reply does not answer the command its step awaits, or not from its participant."""
-
-
 class UnknownMessageTypeError(OrchestratorError):
     """The message's type is not one this saga sends or answers."""

@@ -77,6 +77,9 @@ class SqlSagaStore:
         params = {"ids": [m for m, _ in messages], "sagas": [s for _, s in messages]}
         return {row[0] for row in await self._rows(_MARK_PROCESSED, params)}
 
+    async def forget_processed(self, message_ids: Sequence[str]) -> None:
+        await (await self._pg()).execute(_FORGET_PROCESSED, {"ids": list(message_ids)})
+
     async def publish_pending_first(self, saga_ids: Sequence[str]) -> None:
         self._pending_first += saga_ids
 
@@ -329,6 +332,9 @@ _MARK_PROCESSED = """
     SELECT * FROM unnest(%(ids)s::uuid[], %(sagas)s::uuid[])
     ON CONFLICT DO NOTHING
     RETURNING message_id::text
+"""
+_FORGET_PROCESSED = """
+    DELETE FROM processed_message WHERE message_id = ANY(%(ids)s::uuid[])
 """
 # with the transaction's time, which saves a round trip for `now()`
 _LOAD = """

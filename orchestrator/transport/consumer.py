@@ -13,6 +13,7 @@ import structlog
 
 from orchestrator import codec, metrics
 from orchestrator.faults import GaveUpError, describe, printable, retrying
+from orchestrator.ports import Refused
 from orchestrator.saga import messages
 from orchestrator.saga.errors import OrchestratorError, UndecodableMessageError
 from orchestrator.signing import UnauthenticatedMessageError
@@ -81,7 +82,10 @@ async def apply(
     )
     try:
         try:
-            await retrying(lambda: handle(message), max_backoff_s=max_backoff_s)
+            result = await retrying(lambda: handle(message), max_backoff_s=max_backoff_s)
+            for refused in _refusals(result, 1):
+                if refused is not None:  # its saga's timeline has the note already
+                    await dead_letter(record, publisher, refused.reason, max_backoff_s)
             return
         except GaveUpError as exc:
             reason = _reason(exc.cause)
@@ -102,24 +106,24 @@ async def apply_batch(
     apply_one: Callable[[Consumed], Awaitable[None]],
     max_backoff_s: float = 5.0,
     verify: Verify | None = None,
+    refuse: Callable[[Consumed, str], Awaitable[None]] | None = None,
 ) -> None:
     """Handle records together (one transaction, one commit) while they are all well formed,
     authentic and applicable; otherwise each on its own, so that only the poison is
     dead-lettered. Transient faults are retried for the whole batch, as `apply` does for
-    one record."""
-    try:
-        batch = [codec.decode(r.value) for r in records]
-        if verify is not None:
-            for r, message in zip(records, batch, strict=True):
-                verify(r.value or b"", r.headers, message)
-    except (UndecodableMessageError, UnauthenticatedMessageError):
-        batch = []
+    one record. The records `handle_many` refused without failing the batch go to `refuse`
+    once it committed."""
+    batch = _all_decoded(records, verify)
     if len(batch) > 1:
         try:
-            await retrying(lambda: handle_many(batch), max_backoff_s=max_backoff_s)
-            return
+            result = await retrying(lambda: handle_many(batch), max_backoff_s=max_backoff_s)
         except GaveUpError as exc:
             log.info("batch_applied_one_by_one", size=len(batch), error=describe(exc.cause))
+        else:
+            for record, refused in zip(records, _refusals(result, len(records)), strict=True):
+                if refused is not None and refuse is not None:
+                    await refuse(record, refused.reason)
+            return
     for record in records:
         try:
             await apply_one(record)
@@ -147,10 +151,32 @@ def applying(
     async def apply_one(record: Consumed) -> None:
         await apply(record, lambda m: handle_many([m]), publisher, on_dead_letter, verify=verify)
 
+    async def refuse(record: Consumed, reason: str) -> None:
+        await dead_letter(record, publisher, reason)
+
     async def apply_records(records: list[Consumed]) -> None:
-        await apply_batch(records, handle_many, apply_one, verify=verify)
+        await apply_batch(records, handle_many, apply_one, verify=verify, refuse=refuse)
 
     return apply_records
+
+
+def _all_decoded(records: Sequence[Consumed], verify: Verify | None) -> list[messages.Message]:
+    """The records' messages, or none if one is not well formed or not authentic."""
+    try:
+        batch = [codec.decode(r.value) for r in records]
+        if verify is not None:
+            for r, message in zip(records, batch, strict=True):
+                verify(r.value or b"", r.headers, message)
+    except (UndecodableMessageError, UnauthenticatedMessageError):
+        return []
+    return batch
+
+
+def _refusals(result: object, count: int) -> list[Refused | None]:
+    """What a handler refused of the `count` messages it was given, each in its place."""
+    if isinstance(result, list) and len(result) == count:
+        return [r if isinstance(r, Refused) else None for r in result]
+    return [None] * count
 
 
 def _reason(exc: BaseException) -> str:

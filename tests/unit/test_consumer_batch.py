@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from orchestrator import codec
+from orchestrator.ports import Refused
 from orchestrator.saga import messages
 from orchestrator.saga.errors import ConcurrencyConflictError, SagaNotFoundError
 from orchestrator.transport.consumer import Consumed, apply_batch
@@ -85,3 +86,24 @@ async def test_a_transient_fault_retries_the_whole_batch() -> None:
     assert len(calls.batches) == 2
     assert calls.batches[0] == calls.batches[1]
     assert calls.one_by_one == []
+
+
+async def test_a_record_the_handler_refused_goes_to_refuse_and_the_batch_stands() -> None:
+    records = [record(i) for i in range(3)]
+    handled: list[str] = []
+    refused: list[tuple[int, str]] = []
+
+    async def handle_many(batch: list[messages.Message]) -> list[object]:
+        handled.extend(m.message_id for m in batch)
+        return ["applied", Refused("late or replayed"), "applied"]
+
+    async def refuse(consumed: Consumed, reason: str) -> None:
+        refused.append((consumed.offset, reason))
+
+    async def apply_one(consumed: Consumed) -> None:
+        raise AssertionError("the batch stood: nothing goes one by one")
+
+    await apply_batch(records, handle_many, apply_one, refuse=refuse)
+
+    assert handled == [codec.decode(r.value).message_id for r in records]
+    assert refused == [(1, "late or replayed")]

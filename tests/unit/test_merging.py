@@ -83,3 +83,21 @@ async def test_one_call_takes_at_most_max_items() -> None:
     recorder.release.set()
     await asyncio.gather(first, *waiting)
     assert recorder.calls == [["a"], ["b1", "b2", "c1", "c2"], ["d1", "d2"]]
+
+
+async def test_each_batch_gets_its_part_of_a_shared_calls_results() -> None:
+    release = asyncio.Event()
+
+    async def handle_many(items: list[str]) -> list[str]:
+        await release.wait()
+        return [f"done {item}" for item in items]
+
+    handle = Merging(handle_many, slots=1)
+    first = asyncio.create_task(handle(["a1"]))
+    await asyncio.sleep(0)
+    b, c = (asyncio.create_task(handle([f"{lane}1", f"{lane}2"])) for lane in "bc")
+    await asyncio.sleep(0)
+    release.set()
+    assert await first == ["done a1"]
+    assert await b == ["done b1", "done b2"]
+    assert await c == ["done c1", "done c2"]

@@ -3,6 +3,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from orchestrator.ports import Refused
 from orchestrator.saga import messages
 from orchestrator.saga.definition import DefinitionRegistry
 from orchestrator.saga.errors import (
@@ -133,6 +134,35 @@ async def test_a_batch_applies_its_replies_in_order_and_stores_each_saga_once(
     ]
     kinds = [e.kind for saga_id, e in db.timeline if saga_id == a.id]
     assert kinds[-1] == "late_reply"
+
+
+async def test_a_reply_to_another_command_is_refused_and_the_rest_of_its_batch_applies(
+    db: FakeDatabase, service: SagaService
+) -> None:
+    a, _ = await service.start_saga("order", ORDER_INPUT)
+    b, _ = await service.start_saga("order", ORDER_INPUT)
+    good = messages.reply_to(
+        last_command_of(db, a.id), source="inventory", outcome=messages.Outcome.SUCCESS, now=NOW
+    )
+    late = dataclasses.replace(  # answers a command the step no longer waits for
+        messages.reply_to(
+            last_command_of(db, b.id),
+            source="inventory",
+            outcome=messages.Outcome.SUCCESS,
+            now=NOW,
+        ),
+        causation_id=messages.new_id(),
+    )
+
+    outcomes = await service.handle_replies([late, good])
+
+    assert outcomes[1] == ReplyOutcome.APPLIED
+    assert isinstance(outcomes[0], Refused)
+    assert "the command last sent for step reserve_inventory" in outcomes[0].reason
+    assert (db.sagas[a.id].version, db.sagas[b.id].version) == (2, 1)
+    assert late.message_id not in db.processed  # a copy is refused again, and dead-lettered
+    noted = [(e.kind, e.message_id) for saga_id, e in db.timeline if saga_id == b.id]
+    assert noted[-1] == ("message_dead_lettered", late.message_id)
 
 
 async def test_a_batch_with_a_reply_it_cannot_apply_stores_none_of_it(
