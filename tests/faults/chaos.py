@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import bisect
 import collections
+import contextlib
 import dataclasses
 import itertools
 import math
@@ -68,6 +69,9 @@ LEDGER_MISMATCH_SQL = """
 APPLIED_TWICE_SQL = """
     SELECT count(*) FROM
     (SELECT saga_id FROM payment.charge GROUP BY 1 HAVING count(*) > 1) AS doubled"""
+BEHIND_SQL = """
+    SELECT count(*) FROM saga
+    WHERE status IN ('running', 'compensating') AND updated_at < now() - interval '15 s'"""
 NOT_FINAL_SQL = """
     SELECT count(*) FROM saga WHERE id = ANY(%s::uuid[])
     AND status NOT IN ('completed', 'compensated', 'failed')"""
@@ -162,9 +166,21 @@ class Faults:
                 for kind in self.done - before:
                     self.started.append((began, kind))
                 time.sleep(SETTLE_S + self.rng.uniform(0, 2))
+                self.caught_up()
             # let the backlog drain before the next round; stop once every saga started
             if all_started.wait(RECOVERY_S):
                 return
+
+    def caught_up(self, longest_s: float = 90) -> None:
+        """Wait until no saga has been still for longer than a healthy one is (the slow
+        courier's 11 s): the backlog a fault left is applied before the next fault begins,
+        so that each fault's pause is its own."""
+        deadline = time.monotonic() + longest_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(Exception):  # the database may be restarting
+                if not self.system.scalar(BEHIND_SQL):
+                    return
+            time.sleep(1)
 
     def kill_worker(self) -> None:
         self.system.kill("worker")
