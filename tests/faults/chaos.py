@@ -540,9 +540,10 @@ def pauses(
     system: System, started: list[tuple[float, str]], slow_sagas: set[str]
 ) -> dict[str, float]:
     """Per fault kind, the longest a message waited between the broker taking it and its
-    consumer applying it (a reply by a worker, a command by its participant), over the
-    messages applied while that fault was the latest one begun. Commands held up by a
-    slow courier the suite asks for on purpose are not a fault's (see held_by_slow)."""
+    consumer applying it (a reply by a worker, a command by its participant), counting the
+    part of each wait that passed while that fault was the latest one begun (longest_waits).
+    Commands held up by the slow courier the suite asks for on purpose are not a fault's
+    (see held_by_slow)."""
     ns = system.namespace
     topics = [f"{ns}.replies", *(f"{ns}.{p}.commands" for p in PARTICIPANTS)]
     appended = kafka.appended_where(system, topics)
@@ -560,15 +561,32 @@ def pauses(
             "FROM shipping.inbox"
         ).fetchall()
     held = held_by_slow(shipping, appended, slow_sagas)
+    waits = [
+        (appended[message_id][0], at)
+        for message_id, at in applied
+        if message_id in appended and message_id not in held
+    ]
+    return longest_waits(waits, started)
+
+
+def longest_waits(
+    waits: list[tuple[float, float]], started: list[tuple[float, str]]
+) -> dict[str, float]:
+    """Per fault kind, the longest part of a wait (appended, applied) that passed while that
+    fault was the latest one begun: a message held up by one fault and applied after the
+    next began counts against each for its own part."""
     began = sorted(started)
+    times = [t for t, _ in began]
     longest: dict[str, float] = {kind: 0.0 for _, kind in began}
-    for message_id, at in applied:
-        if message_id not in appended or message_id in held:
-            continue
-        i = bisect.bisect_right([t for t, _ in began], at) - 1
-        if i >= 0:
+    for appended, applied in waits:
+        end = applied
+        i = bisect.bisect_right(times, applied) - 1
+        while i >= 0:
             kind = began[i][1]
-            longest[kind] = max(longest[kind], at - appended[message_id][0])
+            longest[kind] = max(longest[kind], end - max(appended, times[i]))
+            if times[i] <= appended:
+                break
+            end, i = times[i], i - 1
     return longest
 
 

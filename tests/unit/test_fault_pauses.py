@@ -1,0 +1,30 @@
+"""The fault suite charges each part of a message's wait to the fault that was the latest
+one begun during that part."""
+
+from __future__ import annotations
+
+from tests.faults.chaos import longest_waits
+
+STARTED = [(100.0, "restart PostgreSQL"), (140.0, "SIGSTOP worker")]
+
+
+def test_a_wait_within_one_fault_is_that_faults() -> None:
+    assert longest_waits([(101.0, 134.0)], STARTED) == {
+        "restart PostgreSQL": 33.0,
+        "SIGSTOP worker": 0.0,
+    }
+
+
+def test_a_wait_across_the_next_faults_beginning_is_split_between_them() -> None:
+    # held up by the restart, applied 6 s after the worker was stopped
+    assert longest_waits([(102.0, 146.0)], STARTED) == {
+        "restart PostgreSQL": 38.0,
+        "SIGSTOP worker": 6.0,
+    }
+
+
+def test_waits_before_any_fault_count_for_none() -> None:
+    assert longest_waits([(10.0, 12.0), (99.0, 101.0)], STARTED) == {
+        "restart PostgreSQL": 1.0,
+        "SIGSTOP worker": 0.0,
+    }
