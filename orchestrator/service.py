@@ -312,8 +312,8 @@ class SagaService:
             if refused:
                 await store.forget_processed(refused)
             if recorded:  # each saga stored once, as its last reply left it
-                changed = {o.saga.id for _, _, o, _ in observed}
-                await store.update_many([sagas[saga_id] for saga_id in changed], now)
+                changed = {decision.saga.id for _, _, decision, _ in observed}
+                await store.update_many([sagas[i] for i in recorded if i in changed], now)
                 await store.append_many([(i, t, p) for i, (t, p) in recorded.items()], now)
         self._applied(observed, started)
         return outcomes

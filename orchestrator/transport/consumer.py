@@ -83,9 +83,9 @@ async def apply(
     try:
         try:
             result = await retrying(lambda: handle(message), max_backoff_s=max_backoff_s)
-            for refused in _refusals(result, 1):
-                if refused is not None:  # its saga's timeline has the note already
-                    await dead_letter(record, publisher, refused.reason, max_backoff_s)
+            (refused,) = _refusals(result, 1)
+            if refused is not None:  # its saga's timeline has the note already
+                await dead_letter(record, publisher, refused.reason, max_backoff_s)
             return
         except GaveUpError as exc:
             reason = _reason(exc.cause)

@@ -131,8 +131,8 @@ class ConsumerLoop:
     def _enqueue(self, consumer: AIOKafkaConsumer, tp: TopicPartition, batch: list[Any]) -> None:
         if self._stopping:  # not begun: they come again from the last commit
             return
-        lane = self._lanes.get(tp)
-        if lane is None or lane.closed:
+        lane = self._lanes.get(tp)  # a closed lane is out of the map already
+        if lane is None:
             lane = self._lanes[tp] = _Lane(tp)
         lane.queue.extend(
             Consumed(r.topic, r.partition, r.offset, r.key, r.value, list(r.headers))

@@ -173,8 +173,9 @@ class Faults:
 
     def caught_up(self, longest_s: float = 90) -> None:
         """Wait until no saga has been still for longer than a healthy one is (the slow
-        courier's 11 s): the backlog a fault left is applied before the next fault begins,
-        so that each fault's pause is its own."""
+        courier's 11 s), so that the next fault does not begin amid the last one's backlog.
+        A saga whose timers keep firing is not still while its reply waits; longest_waits
+        charges such a wait to each fault for its own part."""
         deadline = time.monotonic() + longest_s
         while time.monotonic() < deadline:
             with contextlib.suppress(Exception):  # the database may be restarting
