@@ -12,12 +12,19 @@ Offsets are committed after `apply` returned (its transaction committed), every
 `commit_interval_s` while there is something to commit, before partitions are taken away in
 a rebalance and at shutdown. A crash between the two re-delivers the records since the last
 commit; every handler is idempotent.
+
+A rebalance stops the whole group until every member has given its partitions up, so a
+revocation waits for the records in hand for `revoke_wait_s` at most: a slow handler does not
+hold up every partition of every member. Records still in hand then are not committed here;
+the partition's next holder applies them again and finds them done (the store's row locks
+make it wait for the first transaction), as after a member that froze.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -43,6 +50,7 @@ class _Lane:
         self.queue: deque[Consumed] = deque()
         self.task: asyncio.Task[None] | None = None
         self.closed = False
+        self.abandoned = False  # closed without waiting for the records in hand
 
     def take(self, most: int) -> list[Consumed]:
         return [self.queue.popleft() for _ in range(min(most, len(self.queue)))]
@@ -60,6 +68,7 @@ class ConsumerLoop:
         session_timeout_s: float = 30.0,
         commit_interval_s: float = 0.5,
         idle_wait_s: float = 5.0,
+        revoke_wait_s: float = 2.0,
         security: Mapping[str, Any] | None = None,
         instance_id: str | None = None,
     ) -> None:
@@ -68,6 +77,7 @@ class ConsumerLoop:
         self._max_batch = max_batch
         self._commit_interval_s = commit_interval_s
         self._idle_wait_ms = int(idle_wait_s * 1000)
+        self._revoke_wait_s = revoke_wait_s
         self._config: dict[str, Any] = {
             **(security or {}),
             "bootstrap_servers": bootstrap_servers.split(","),
@@ -150,6 +160,8 @@ class ConsumerLoop:
             # Shielded: a shutdown or a revocation lets the records in hand finish (they
             # wait for this task; see _close_lanes).
             await asyncio.shield(self._apply_records(records))
+            if lane.abandoned:  # its partition went on without it: not ours to commit
+                return
             self._applied[lane.tp] = records[-1].offset + 1
             consumer = self._consumer
             if consumer is not None and not lane.closed and lane.tp in consumer.paused():
@@ -186,18 +198,35 @@ class ConsumerLoop:
                 return
             self._committed.update(offsets)
 
-    async def _close_lanes(self, partitions: set[TopicPartition]) -> None:
-        """Let each lane finish the records in hand; drop the ones it had not begun (they
-        come again from the last commit, to whoever holds the partition next)."""
+    async def _close_lanes(
+        self, partitions: set[TopicPartition], wait_s: float | None = None
+    ) -> None:
+        """Let each lane finish the records in hand, for `wait_s` at most; drop the ones it
+        had not begun (they come again from the last commit, to whoever holds the partition
+        next)."""
         lanes = [self._lanes.pop(tp) for tp in partitions if tp in self._lanes]
         for lane in lanes:
             lane.closed = True
             lane.queue.clear()
-        await asyncio.gather(*(lane.task for lane in lanes if lane.task is not None))
+        busy = {
+            lane.task: lane for lane in lanes if lane.task is not None and not lane.task.done()
+        }
+        if not busy:
+            return
+        _, late = await asyncio.wait(busy, timeout=wait_s)
+        for task in late:
+            busy[task].abandoned = True
+        if late:
+            log.warning(
+                "lanes_left_applying",
+                topic=self.topic,
+                partitions=sorted(busy[t].tp.partition for t in late),
+                waited_s=wait_s,
+            )
 
     async def revoked(self, partitions: set[TopicPartition]) -> None:
         """Commit what was applied before the partitions go to another consumer."""
-        await self._close_lanes(partitions)
+        await self._close_lanes(partitions, self._revoke_wait_s)
         await self._commit(partitions)
         for tp in partitions:
             self._applied.pop(tp, None)
@@ -234,7 +263,18 @@ class _CloseLanesOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
         self._loop = loop
 
     async def on_partitions_revoked(self, revoked: Any) -> None:
+        began = time.monotonic()
         await self._loop.revoked(set(revoked))
+        log.info(
+            "partitions_revoked",
+            topic=self._loop.topic,
+            partitions=sorted(tp.partition for tp in revoked),
+            closed_in_s=round(time.monotonic() - began, 3),
+        )
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
-        return None
+        log.info(
+            "partitions_assigned",
+            topic=self._loop.topic,
+            partitions=sorted(tp.partition for tp in assigned),
+        )

@@ -18,12 +18,14 @@ from tests.e2e.system import System, signature
 
 @contextlib.asynccontextmanager
 async def fresh_topic(kafka: str, partitions: int = 1) -> AsyncIterator[str]:
-    """A topic on the real broker for one test, deleted after it."""
+    """A topic on the real broker for one test, deleted after it; replicated on a cluster
+    (whose min.insync.replicas refuses acks=all to a single replica)."""
+    replication = min(3, len(kafka.split(",")))
     name = f"test-{uuid.uuid4().hex[:10]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.split(","))
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(name, partitions, replication_factor=1)])
+        await admin.create_topics([NewTopic(name, partitions, replication_factor=replication)])
         try:
             yield name
         finally:
