@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -122,14 +122,15 @@ class Faults:
         rng: random.Random,
         services: Services | None,
         broker_down_s: float = BROKER_DOWN_S,
-        only_brokers: bool = False,
+        only: Collection[str] = (),
     ) -> None:
-        """`services` runs the services script: None when they are not this machine's."""
+        """`services` runs the services script: None when they are not this machine's.
+        `only` names the faults to inject (methods of this class); every one when empty."""
         self.system = system
         self.rng = rng
         self.services = services
         self.broker_down_s = broker_down_s
-        self.only_brokers = only_brokers
+        self.only = set(only)
         self.done: collections.Counter[str] = collections.Counter()
         self.started: list[tuple[float, str]] = []  # (wall clock, fault) as each began
         self._participants = itertools.cycle(PARTICIPANTS)
@@ -141,9 +142,7 @@ class Faults:
             if brokers >= 3
             else [self.restart_kafka]
         )
-        if self.only_brokers:
-            return kafka
-        return [
+        every = [
             self.kill_worker,
             self.kill_participants,
             self.duplicate_burst,
@@ -153,11 +152,21 @@ class Faults:
             self.pause_worker,
             *kafka[1:],
         ]
+        return [f for f in every if not self.only or f.__name__ in self.only]
 
     def run(self, all_started: threading.Event) -> None:
         """Inject the whole cycle of faults, again while sagas are still being started."""
         cycle = self.cycle()
-        time.sleep(SETTLE_S)  # the consumer groups of the processes just started settle
+        # every process has joined its group: a first fault amid the rebalances of processes
+        # still starting would be charged for them
+        groups = ["orchestrator", *(f"participant-{p}" for p in PARTICIPANTS)]
+        wait_for(
+            lambda: asyncio.run(groups_stable(self.system, groups, members=2)) or None,
+            180,
+            "every consumer group to have both its members",
+            interval_s=1,
+        )
+        time.sleep(SETTLE_S)
         while True:
             for fault in cycle:
                 before = collections.Counter(self.done)
@@ -292,6 +301,23 @@ def local_services(env: dict[str, str] | None = None) -> Services:
         return result.returncode == 0
 
     return services
+
+
+async def groups_stable(system: System, groups: list[str], members: int) -> bool:
+    """Whether each of the deployment's consumer `groups` is stable with `members` members."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=system.kafka.split(","))
+    await admin.start()
+    try:
+        names = [f"{system.namespace}-{g}" for g in groups]
+        described = [g for r in await admin.describe_consumer_groups(names) for g in r.groups]
+    except Exception:  # a broker restarting: not yet
+        return False
+    finally:
+        await admin.close()
+    # (error code, group id, state, protocol type, protocol, members, ...)
+    return len(described) == len(groups) and all(
+        g[0] == 0 and g[2] == "Stable" and len(g[5]) == members for g in described
+    )
 
 
 async def leader_of_busiest(system: System, topic: str) -> int:
@@ -467,11 +493,13 @@ def run(
     kafka: str | None = None,
     services: Services | None = None,
     broker_down_s: float = BROKER_DOWN_S,
-    only_brokers: bool = False,
+    only: Collection[str] = (),
 ) -> bool:
     """Whether every check passed; with `pause_bounds` False the pauses are reported but a
     pause past its bound fails nothing (a timing, on a machine others may load). `kafka` and
-    `services`: another cluster than the default services, and the script that runs it."""
+    `services`: another cluster than the default services, and the script that runs it.
+    Every message's wait and every fault's start are written to `workdir` (waits.tsv,
+    faults.tsv) for a pause past its bound to be looked into."""
     database_url, default_kafka = service_urls()
     kafka = kafka or default_kafka
     rng = random.Random(seed)
@@ -493,7 +521,7 @@ def run(
         for participant in PARTICIPANTS:  # two of everything
             system.start(f"{participant}2", "participants", "worker", participant)
         planned = plan(size, rng)
-        faults = Faults(system, rng, services, broker_down_s, only_brokers)
+        faults = Faults(system, rng, services, broker_down_s, only)
         all_started = threading.Event()
         injector = threading.Thread(target=faults.run, args=(all_started,))
         injector.start()
@@ -518,7 +546,7 @@ def run(
         )
         summary, checks = check(system, planned)
         slow = {p.saga_id for p in planned if p.kind == "slow" and p.saga_id}
-        longest = pauses(system, faults.started, slow)
+        longest = pauses(system, faults.started, slow, workdir)
         over = {k: round(v, 1) for k, v in longest.items() if v > PAUSE_BOUNDS_S.get(k, math.inf)}
         checks.append(
             Check(
@@ -538,7 +566,10 @@ def run(
 
 
 def pauses(
-    system: System, started: list[tuple[float, str]], slow_sagas: set[str]
+    system: System,
+    started: list[tuple[float, str]],
+    slow_sagas: set[str],
+    workdir: Path | None = None,
 ) -> dict[str, float]:
     """Per fault kind, the longest a message waited between the broker taking it and its
     consumer applying it (a reply by a worker, a command by its participant), counting the
@@ -550,23 +581,33 @@ def pauses(
     appended = kafka.appended_where(system, topics)
     with system.sql() as db:
         applied = db.execute(
-            "SELECT message_id::text, extract(epoch FROM at)::float8 FROM saga_timeline "
-            "WHERE kind = 'reply_received'"
+            "SELECT message_id::text, extract(epoch FROM at)::float8, 'worker' "
+            "FROM saga_timeline WHERE kind = 'reply_received'"
         ).fetchall()
         for p in PARTICIPANTS:
             applied += db.execute(
-                f"SELECT message_id::text, extract(epoch FROM received_at)::float8 FROM {p}.inbox"
+                "SELECT message_id::text, extract(epoch FROM received_at)::float8, "
+                f"'{p}' FROM {p}.inbox"
             ).fetchall()
         shipping = db.execute(
             "SELECT message_id::text, saga_id::text, extract(epoch FROM received_at)::float8 "
             "FROM shipping.inbox"
         ).fetchall()
     held = held_by_slow(shipping, appended, slow_sagas)
-    waits = [
-        (appended[message_id][0], at)
-        for message_id, at in applied
+    counted = [
+        (message_id, at, consumer)
+        for message_id, at, consumer in applied
         if message_id in appended and message_id not in held
     ]
+    if workdir:
+        with (workdir / "waits.tsv").open("w") as f:
+            f.write("appended\tapplied\tconsumer\tpartition\tmessage_id\n")
+            for message_id, at, consumer in counted:
+                taken, partition = appended[message_id]
+                f.write(f"{taken:.3f}\t{at:.3f}\t{consumer}\t{partition}\t{message_id}\n")
+        with (workdir / "faults.tsv").open("w") as f:
+            f.writelines(f"{began:.3f}\t{kind}\n" for began, kind in sorted(started))
+    waits = [(appended[message_id][0], at) for message_id, at, _ in counted]
     return longest_waits(waits, started)
 
 
@@ -672,6 +713,11 @@ def main() -> None:
         default=True,
         help="fail when a fault paused messages past its bound (reported either way)",
     )
+    parser.add_argument(
+        "--faults",
+        default="",
+        help="only these faults, comma-separated method names of Faults (e.g. pause_worker)",
+    )
     args = parser.parse_args()
     ok = run(
         args.sagas,
@@ -679,6 +725,7 @@ def main() -> None:
         args.rate,
         pause_bounds=args.enforce_pauses,
         broker_down_s=args.broker_down_s,
+        only=[f for f in args.faults.split(",") if f],
     )
     sys.exit(0 if ok else 1)
 
