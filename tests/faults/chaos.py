@@ -562,6 +562,7 @@ def run(
         system.drop_database()
     elapsed = time.monotonic() - began
     print(report(size, summary, faults.done, checks, elapsed, longest))
+    print(f"processes' logs, waits.tsv and faults.tsv: {workdir}")
     return all(c.ok for c in checks)
 
 
