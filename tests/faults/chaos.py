@@ -13,6 +13,7 @@ import collections
 import contextlib
 import dataclasses
 import itertools
+import json
 import math
 import os
 import random
@@ -159,11 +160,10 @@ class Faults:
         cycle = self.cycle()
         # every process has joined its group: a first fault amid the rebalances of processes
         # still starting would be charged for them
-        groups = ["orchestrator", *(f"participant-{p}" for p in PARTICIPANTS)]
         wait_for(
-            lambda: asyncio.run(groups_stable(self.system, groups, members=2)) or None,
+            lambda: all_assigned(self.system) or None,
             180,
-            "every consumer group to have both its members",
+            "every worker and participant instance to hold partitions",
             interval_s=1,
         )
         time.sleep(SETTLE_S)
@@ -303,21 +303,25 @@ def local_services(env: dict[str, str] | None = None) -> Services:
     return services
 
 
-async def groups_stable(system: System, groups: list[str], members: int) -> bool:
-    """Whether each of the deployment's consumer `groups` is stable with `members` members."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=system.kafka.split(","))
-    await admin.start()
-    try:
-        names = [f"{system.namespace}-{g}" for g in groups]
-        described = [g for r in await admin.describe_consumer_groups(names) for g in r.groups]
-    except Exception:  # a broker restarting: not yet
-        return False
-    finally:
-        await admin.close()
-    # (error code, group id, state, protocol type, protocol, members, ...)
-    return len(described) == len(groups) and all(
-        g[0] == 0 and g[2] == "Stable" and len(g[5]) == members for g in described
-    )
+def all_assigned(system: System) -> bool:
+    """Whether each worker and participant instance holds partitions of the topic it
+    consumes, by the last `partitions_assigned` in its log: both members of every group
+    have joined it."""
+    topics = {"worker": "replies", **{p: f"{p}.commands" for p in PARTICIPANTS}}
+    for kind, topic in topics.items():
+        for name in (kind, f"{kind}2"):
+            log = system.workdir / f"{name}.log"
+            last: list[int] = []
+            with contextlib.suppress(FileNotFoundError), log.open() as lines:
+                for line in lines:
+                    if '"partitions_assigned"' in line:
+                        with contextlib.suppress(ValueError):
+                            event = json.loads(line)
+                            if event.get("topic", "").endswith(f".{topic}"):
+                                last = event.get("partitions") or []
+            if not last:
+                return False
+    return True
 
 
 async def leader_of_busiest(system: System, topic: str) -> int:
