@@ -578,7 +578,8 @@ def pauses(
 ) -> dict[str, float]:
     """Per fault kind, the longest a message waited between the broker taking it and its
     consumer applying it (a reply by a worker, a command by its participant), counting the
-    part of each wait that passed while that fault was the latest one begun (longest_waits).
+    part of each wait that passed while that fault was the latest one begun, on the consumer
+    it stopped (longest_waits).
     Commands held up by the slow courier the suite asks for on purpose are not a fault's
     (see held_by_slow)."""
     ns = system.namespace
@@ -612,25 +613,37 @@ def pauses(
                 f.write(f"{taken:.3f}\t{at:.3f}\t{consumer}\t{partition}\t{message_id}\n")
         with (workdir / "faults.tsv").open("w") as f:
             f.writelines(f"{began:.3f}\t{kind}\n" for began, kind in sorted(started))
-    waits = [(appended[message_id][0], at) for message_id, at, _ in counted]
+    waits = [(appended[message_id][0], at, consumer) for message_id, at, consumer in counted]
     return longest_waits(waits, started)
 
 
+def stopped_by(fault: str) -> str | None:
+    """The consumer a fault stops: a worker's or a participant's (by the name in the
+    fault's), or None for one that stops them all (the broker, the database, copies)."""
+    for consumer in ("worker", *PARTICIPANTS):
+        if consumer in fault:
+            return consumer
+    return None
+
+
 def longest_waits(
-    waits: list[tuple[float, float]], started: list[tuple[float, str]]
+    waits: list[tuple[float, float, str]], started: list[tuple[float, str]]
 ) -> dict[str, float]:
-    """Per fault kind, the longest part of a wait (appended, applied) that passed while that
-    fault was the latest one begun: a message held up by one fault and applied after the
-    next began counts against each for its own part."""
+    """Per fault kind, the longest part of a wait (appended, applied, consumer) that passed
+    while that fault was the latest one begun: a message held up by one fault and applied
+    after the next began counts against each for its own part. A fault that stops one
+    consumer is charged for that consumer's messages only: a worker's SIGKILL does not hold
+    up a command the shipping service is busy with."""
     began = sorted(started)
     times = [t for t, _ in began]
     longest: dict[str, float] = {kind: 0.0 for _, kind in began}
-    for appended, applied in waits:
+    for appended, applied, consumer in waits:
         end = applied
         i = bisect.bisect_right(times, applied) - 1
         while i >= 0:
             kind = began[i][1]
-            longest[kind] = max(longest[kind], end - max(appended, times[i]))
+            if stopped_by(kind) in (None, consumer):
+                longest[kind] = max(longest[kind], end - max(appended, times[i]))
             if times[i] <= appended:
                 break
             end, i = times[i], i - 1
