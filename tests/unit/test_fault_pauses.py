@@ -3,7 +3,7 @@ one begun during that part."""
 
 from __future__ import annotations
 
-from tests.faults.chaos import longest_waits
+from tests.faults.chaos import held_by_slow, longest_waits
 
 STARTED = [(100.0, "restart PostgreSQL"), (140.0, "SIGSTOP worker")]
 
@@ -37,3 +37,14 @@ def test_a_fault_that_stops_one_consumer_is_charged_for_its_messages_only() -> N
         "SIGKILL worker, restart": 3.0,  # the shipping command waited on something else
         "restart PostgreSQL": 9.0,  # stops every consumer
     }
+
+
+def test_commands_behind_the_slow_courier_are_its_own_in_its_transaction_and_after() -> None:
+    appended = {"slow": (90.0, 2), "same-batch": (91.0, 2), "next": (95.0, 2), "other": (95.0, 1)}
+    shipping = [
+        ("slow", "slow-saga", 100.0),  # began at 100, committed 11 s later
+        ("same-batch", "s1", 100.0),
+        ("next", "s2", 111.5),
+        ("other", "s3", 111.5),  # another partition: not held up by it
+    ]
+    assert held_by_slow(shipping, appended, {"slow-saga"}) == {"slow", "same-batch", "next"}
