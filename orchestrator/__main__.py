@@ -77,7 +77,39 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--version", type=int, help="the newest when omitted")
     show.add_argument("--format", choices=["text", "mermaid", "dot", "svg", "png"], default="text")
     show.add_argument("--output", help="write the diagram to this file (svg, png)")
+    _add_conformance(commands)
+    _add_contracts(commands)
     return parser
+
+
+def _add_contracts(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    contracts = commands.add_parser("contracts", help="the published message contracts")
+    contract_commands = contracts.add_subparsers(dest="action", required=True)
+    export = contract_commands.add_parser(
+        "export", help="write DIR/asyncapi.json and DIR/schemas/<message type>.v<N>.json"
+    )
+    export.add_argument("directory", metavar="DIR", help="e.g. contracts (the checked-in copy)")
+
+
+def _contracts(args: argparse.Namespace) -> None:
+    """Needs no settings: the contracts come from the code alone."""
+    from orchestrator import asyncapi
+
+    written = asyncapi.export(Path(args.directory))
+    print(f"wrote {len(written)} files to {args.directory}")
+
+
+def _add_conformance(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    check = commands.add_parser(
+        "conformance", help="check a running participant, in any language, over Kafka"
+    )
+    add = check.add_argument
+    add("--participant", metavar="NAME", required=True, help="as the saga steps name it")
+    add("--kafka", metavar="SERVERS", help="default: SAGA_KAFKA_BOOTSTRAP_SERVERS")
+    add("--namespace", metavar="NS", help="of the topics; default: SAGA_TOPIC_NAMESPACE")
+    add("--timeout", metavar="S", type=float, default=20.0, help="for each reply (20)")
+    add("--saga", metavar="TYPE", help="the saga whose step names it (default: the first)")
+    add("--input", metavar="FILE", help="a valid input of that saga (JSON), for payloads")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,6 +120,9 @@ def main(argv: list[str] | None = None) -> None:
         app(argv[1:], prog_name="orchestrator sagas")
         return
     args = _parser().parse_args(argv)
+    if args.command == "contracts":
+        _contracts(args)
+        return
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -122,6 +157,10 @@ def _run(args: argparse.Namespace, settings: Settings) -> None:
         asyncio.run(_dlq(args, settings, fix))
     elif args.command == "archive":
         asyncio.run(_archive(args, settings))
+    elif args.command == "conformance":
+        from orchestrator import conformance
+
+        sys.exit(conformance.command(args, settings))
     elif args.command == "topics":
         created = asyncio.run(bootstrap.create_topics(settings))
         print("created: " + (", ".join(created) if created else "nothing, all exist"))

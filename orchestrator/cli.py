@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Annotated, Any, NoReturn
 
-import httpx
 import typer
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from orchestrator.saga import machine
+from orchestrator.client import ApiError, SagaClient, SagaClientError, WaitTimeoutError, models
 
 app = typer.Typer(
     name="sagas", help="Query and act on sagas through the api.", no_args_is_help=True
@@ -20,7 +20,6 @@ app = typer.Typer(
 out = Console()
 err = Console(stderr=True)
 
-SETTLED = tuple(s.value for s in machine.SETTLED)
 STATUS_STYLE = {
     "running": "cyan",
     "compensating": "yellow",
@@ -35,25 +34,17 @@ Token = Annotated[
 ]
 
 
-class Api:
-    def __init__(self, url: str, token: str | None) -> None:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self.url = url
-        self._client = httpx.Client(base_url=url, headers=headers, timeout=10)
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
-        try:
-            response = self._client.request(method, path, **kwargs)
-        except httpx.TransportError as exc:
-            fail(f"cannot reach the api at {self.url}: {exc}")
-        if response.status_code >= 400:
-            try:
-                message = response.json()["error"]["message"]
-            except (ValueError, KeyError, TypeError):
-                message = response.text or response.reason_phrase
-            hint = {401: " (pass --token or set SAGA_API_TOKEN)"}.get(response.status_code, "")
-            fail(f"{response.status_code}: {message}{hint}")
-        return response.json()
+@contextmanager
+def api(url: str, token: str | None, poll_s: float = 1.0) -> Iterator[SagaClient]:
+    """A client whose failures end the command with a clear message and status 2."""
+    try:
+        with SagaClient(url, token=token, poll_s=poll_s) as client:
+            yield client
+    except ApiError as exc:
+        hint = {401: " (pass --token or set SAGA_API_TOKEN)"}.get(exc.status, "")
+        fail(f"{exc.status}: {exc.message}{hint}")
+    except SagaClientError as exc:
+        fail(str(exc))
 
 
 def fail(message: str) -> NoReturn:
@@ -65,8 +56,12 @@ def _status(status: str) -> str:
     return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
 
 
-def _when(value: str | None) -> str:
-    return value.replace("T", " ")[5:19] if value else "-"
+def _when(value: datetime | None) -> str:
+    return value.strftime("%m-%d %H:%M:%S") if value else "-"
+
+
+def _clock(value: datetime) -> str:
+    return value.strftime("%H:%M:%S.%f")[:12]
 
 
 @app.command("list")
@@ -97,72 +92,74 @@ def list_sagas(
     cursor: Annotated[str | None, typer.Option()] = None,
 ) -> None:
     """List sagas, newest first."""
-    params: dict[str, Any] = {"limit": limit, "status": status or []}
-    for key, value in {
-        "type": saga_type,
+    filters: dict[str, Any] = {
+        "status": status or [],
+        "saga_type": saga_type,
         "created_after": created_after,
         "created_before": created_before,
         "updated_before": updated_before,
         "stuck_for": stuck_for,
-        "parked": None if parked is None else str(parked).lower(),
-        "overdue": None if overdue is None else str(overdue).lower(),
-        "resolving": None if resolving is None else str(resolving).lower(),
-        "cursor": cursor,
-    }.items():
-        if value is not None:
-            params[key] = value.isoformat() if isinstance(value, datetime) else value
-    page = Api(url, token).call("GET", "/sagas", params=params)
+        "parked": parked,
+        "overdue": overdue,
+        "resolving": resolving,
+    }
+    with api(url, token) as client:
+        page = client.list(
+            limit=limit, cursor=cursor, **{k: v for k, v in filters.items() if v is not None}
+        )
     table = Table(box=box.SIMPLE_HEAD)
     table.add_column("id", no_wrap=True, min_width=36)
     for name in ("type", "v", "status", "created", "updated"):
         table.add_column(name, no_wrap=True)
-    for s in page["items"]:
+    for s in page.items:
         table.add_row(
-            s["id"],
-            s["type"],
-            str(s["definition_version"]),
-            _status(s["status"]) + (" [red]parked[/red]" if s.get("parked_at") else ""),
-            _when(s["created_at"]),
-            _when(s["updated_at"]),
+            s.id,
+            s.type,
+            str(s.definition_version),
+            _status(s.status) + (" [red]parked[/red]" if s.parked_at else ""),
+            _when(s.created_at),
+            _when(s.updated_at),
         )
     out.print(table)
-    if page["next_cursor"]:
-        out.print(f"more: --cursor {page['next_cursor']}", highlight=False)
+    if page.next_cursor:
+        out.print(f"more: --cursor {page.next_cursor}", highlight=False)
 
 
 @app.command()
 def show(saga_id: str, url: Url = "http://127.0.0.1:8000", token: Token = None) -> None:
     """A saga's steps and timeline."""
-    _show(Api(url, token).call("GET", f"/sagas/{saga_id}"))
+    with api(url, token) as client:
+        _show(client.get(saga_id))
 
 
-def _show(saga: dict[str, Any]) -> None:
+def _show(saga: models.Saga) -> None:
     out.print(
-        f"[bold]{saga['type']}[/bold] v{saga['definition_version']} {saga['id']}  "
-        f"{_status(saga['status'])}  created {_when(saga['created_at'])}"
+        f"[bold]{saga.type}[/bold] v{saga.definition_version} {saga.id}  "
+        f"{_status(saga.status)}  created {_when(saga.created_at)}"
     )
     steps = Table("step", "status", "attempt", "comp.", "deadline", "error", title="steps")
-    for s in saga["steps"]:
-        error = s["error"] or {}
+    for s in saga.steps:
+        error = s.error or {}
         steps.add_row(
-            s["name"],
-            s["status"],
-            str(s["attempt"]),
-            str(s["compensation_attempt"]),
-            _when(s["deadline"]),
+            s.name,
+            s.status,
+            str(s.attempt),
+            str(s.compensation_attempt),
+            _when(s.deadline),
             f"{error.get('code', '')} {error.get('message', '')}".strip(),
         )
     out.print(steps)
     timeline = Table("at", "event", "step", "detail", title="timeline")
-    for e in saga["timeline"]:
-        detail = ", ".join(f"{k}={v}" for k, v in e["detail"].items() if k != "input")
-        timeline.add_row(e["at"][11:23], e["kind"], e["step"] or "", detail[:80])
+    for e in saga.timeline:
+        detail = ", ".join(f"{k}={v}" for k, v in e.detail.items() if k != "input")
+        timeline.add_row(_clock(e.at), e.kind, e.step or "", detail[:80])
     out.print(timeline)
 
 
-def _act(url: str, token: str | None, path: str, reason: str) -> None:
-    saga = Api(url, token).call("POST", path, json={"reason": reason})
-    out.print(f"{saga['id']} is now {_status(saga['status'])}")
+def _act(url: str, token: str | None, act: Callable[[SagaClient], models.Saga]) -> None:
+    with api(url, token) as client:
+        saga = act(client)
+    out.print(f"{saga.id} is now {_status(saga.status)}")
 
 
 @app.command()
@@ -173,7 +170,7 @@ def abort(
     token: Token = None,
 ) -> None:
     """Compensate a saga now (before its pivot)."""
-    _act(url, token, f"/sagas/{saga_id}/abort", reason)
+    _act(url, token, lambda client: client.abort(saga_id, reason))
 
 
 @app.command()
@@ -184,7 +181,7 @@ def retry(
     token: Token = None,
 ) -> None:
     """Resume a failed saga."""
-    _act(url, token, f"/sagas/{saga_id}/retry", reason)
+    _act(url, token, lambda client: client.retry(saga_id, reason))
 
 
 @app.command()
@@ -196,7 +193,7 @@ def skip(
     token: Token = None,
 ) -> None:
     """Mark a failed saga's stuck compensation as done by hand."""
-    _act(url, token, f"/sagas/{saga_id}/steps/{step}/skip", reason)
+    _act(url, token, lambda client: client.skip(saga_id, step, reason))
 
 
 @app.command()
@@ -208,7 +205,7 @@ def fence(
     token: Token = None,
 ) -> None:
     """Settle a step waiting on a resolve as never applied, its participant unable to say."""
-    _act(url, token, f"/sagas/{saga_id}/steps/{step}/fence", reason)
+    _act(url, token, lambda client: client.fence(saga_id, step, reason))
 
 
 @app.command()
@@ -216,55 +213,50 @@ def watch(
     saga_id: str,
     url: Url = "http://127.0.0.1:8000",
     token: Token = None,
-    interval: Annotated[float, typer.Option(min=0.1)] = 1.0,
+    interval: Annotated[
+        float, typer.Option(min=0.1, help="seconds between polls, if the stream is unavailable")
+    ] = 1.0,
     timeout: Annotated[float, typer.Option(help="give up after this many seconds")] = 600,
 ) -> None:
-    """Follow a saga's timeline until it is final."""
-    api = Api(url, token)
-    seen = 0
-    deadline = time.monotonic() + timeout
-    while True:
-        saga = api.call("GET", f"/sagas/{saga_id}")
-        for e in saga["timeline"][seen:]:
-            out.print(f"{e['at'][11:23]}  {e['kind']:<24} {e['step'] or ''}", highlight=False)
-        seen = len(saga["timeline"])
-        if saga["status"] in SETTLED:
-            out.print(f"{saga_id} is {_status(saga['status'])}")
-            return
-        if time.monotonic() > deadline:
-            fail(f"{saga_id} is still {saga['status']} after {timeout}s")
-        time.sleep(interval)
+    """Follow a saga's timeline, live, until it is final."""
+    with api(url, token, poll_s=interval) as client:
+        try:
+            for e in client.events(saga_id, timeout=timeout):
+                out.print(f"{_clock(e.at)}  {e.kind:<24} {e.step or ''}", highlight=False)
+        except WaitTimeoutError:
+            fail(f"{saga_id} is still {client.get(saga_id).status} after {timeout}s")
+        status = client.get(saga_id).status
+    out.print(f"{saga_id} is {_status(status)}")
 
 
 @app.command()
 def stats(url: Url = "http://127.0.0.1:8000", token: Token = None) -> None:
     """Counts by status and type, the oldest running saga, the outbox backlog, the parked
     and overdue sagas, and those waiting on a participant's resolve."""
-    data = Api(url, token).call("GET", "/sagas/stats")
+    with api(url, token) as client:
+        data = client.stats()
     table = Table("type", *STATUS_STYLE)
-    for saga_type, counts in sorted(data["by_type"].items()):
+    for saga_type, counts in sorted(data.by_type.items()):
         table.add_row(saga_type, *(str(counts.get(s, 0)) for s in STATUS_STYLE))
-    table.add_row("[bold]all[/bold]", *(str(data["by_status"].get(s, 0)) for s in STATUS_STYLE))
+    table.add_row("[bold]all[/bold]", *(str(data.by_status.get(s, 0)) for s in STATUS_STYLE))
     out.print(table)
-    oldest = data["oldest_running"]
+    oldest = data.oldest_running
     out.print(
-        f"oldest running: {oldest['id']} since {_when(oldest['created_at'])}"
+        f"oldest running: {oldest.id} since {_when(oldest.created_at)}"
         if oldest
         else "oldest running: none"
     )
-    out.print(f"outbox backlog: {data['outbox_backlog']}")
+    out.print(f"outbox backlog: {data.outbox_backlog}")
+    out.print(f"parked for an operator: {data.parked} sagas, {data.outbox_parked} outbox rows")
+    overdue = data.overdue
+    by_type = ", ".join(f"{t} {n}" for t, n in sorted(overdue.by_type.items()))
     out.print(
-        f"parked for an operator: {data['parked']} sagas, {data['outbox_parked']} outbox rows"
+        f"overdue by over {overdue.after_s:g} s (no running worker fires them): "
+        f"{overdue.total}" + (f" ({by_type})" if by_type else "")
     )
-    overdue = data["overdue"]
-    by_type = ", ".join(f"{t} {n}" for t, n in sorted(overdue["by_type"].items()))
-    out.print(
-        f"overdue by over {overdue['after_s']:g} s (no running worker fires them): "
-        f"{overdue['total']}" + (f" ({by_type})" if by_type else "")
-    )
-    resolving = data["resolving"]
-    by_step = ", ".join(f"{s} {n}" for s, n in sorted(resolving["by_step"].items()))
+    resolving = data.resolving
+    by_step = ", ".join(f"{s} {n}" for s, n in sorted(resolving.by_step.items()))
     out.print(
         "waiting on a participant to resolve a step: "
-        f"{resolving['total']}" + (f" ({by_step})" if by_step else "")
+        f"{resolving.total}" + (f" ({by_step})" if by_step else "")
     )

@@ -12,7 +12,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from orchestrator import tracing
-from orchestrator.api import errors, guards, routes, ui
+from orchestrator.api import errors, guards, routes, stream, ui
 from orchestrator.api.auth import Authenticator
 from orchestrator.service import SagaService
 from orchestrator.store.queries import SqlSagaReader
@@ -30,6 +30,7 @@ def create_app(
     trusted_hosts: tuple[str, ...] = ("localhost", "127.0.0.1", "::1"),
     metrics_cache_s: float = 15.0,
     metrics_token: str = "",
+    stream_pacing: stream.Pacing | None = None,
 ) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -52,8 +53,10 @@ def create_app(
     app.state.schema_check = schema_check
     app.state.metrics = routes.CachedStats(reader, metrics_cache_s)
     app.state.metrics_token = metrics_token
+    app.state.stream_pacing = stream_pacing or stream.Pacing()
     errors.install(app)
     app.include_router(routes.router)
+    app.include_router(stream.router)
     app.include_router(ui.router)
 
     # the last added runs first: every answer, refusals included, gets the headers

@@ -16,6 +16,9 @@ _CSP = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# the one page that runs a script: the saga page, which follows its saga live. Only files of
+# this origin (nothing inline, no eval), reading streams of this origin.
+LIVE_PAGE_CSP = _CSP + "; script-src 'self'; connect-src 'self'"
 HEADERS = {
     "content-security-policy": _CSP,
     "x-content-type-options": "nosniff",
@@ -67,8 +70,9 @@ class TrustedHosts:
 
 
 class SecurityHeaders:
-    """No framing, no sniffing, no caching of saga data, a CSP without scripts; the
-    dashboard sends its Referer only to itself, so that its forms keep their Origin."""
+    """No framing, no sniffing, no caching of saga data, a CSP without scripts (a page that
+    sets its own, the saga page, keeps it); the dashboard sends its Referer only to itself,
+    so that its forms keep their Origin."""
 
     def __init__(self, app: ASGIApp) -> None:
         self._app = app

@@ -50,7 +50,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+def responses_for(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: _ERRORS[code] for code in codes}
 
 
@@ -79,7 +79,7 @@ Reader = Annotated[SqlSagaReader, Depends(reader)]
     response_model=schemas.SagaStarted,
     responses={
         200: {"model": schemas.SagaStarted, "description": "started before with this key"},
-        **_responses(401, 403, 409, 413, 422),
+        **responses_for(401, 403, 409, 413, 422),
     },
     summary="Start a saga",
 )
@@ -122,7 +122,7 @@ def scoped(who: auth.Principal, key: str | None) -> str | None:
 @router.post(
     "/sagas/batch",
     response_model=schemas.BatchResult,
-    responses=_responses(401, 403, 413, 422),
+    responses=responses_for(401, 403, 413, 422),
     summary="Start up to 1,000 sagas in one request",
     description="One transaction for the whole batch; each item gets its own result, in "
     "order: a refused item (invalid input, a key used for another request) refuses only "
@@ -163,7 +163,7 @@ async def start_sagas(
 @router.get(
     "/sagas",
     response_model=schemas.SagaPage,
-    responses=_responses(401, 422),
+    responses=responses_for(401, 422),
     summary="List sagas, newest first, a page at a time",
 )
 async def list_sagas(
@@ -229,7 +229,7 @@ async def list_sagas(
 @router.get(
     "/sagas/stats",
     response_model=schemas.Stats,
-    responses=_responses(401),
+    responses=responses_for(401),
     summary="Counts by status and type, the oldest running saga, the outbox backlog, the "
     "parked and overdue sagas",
 )
@@ -240,7 +240,7 @@ async def stats(sagas: Reader, _: Viewer) -> dict[str, Any]:
 @router.get(
     "/sagas/{saga_id}",
     response_model=schemas.SagaDetail,
-    responses=_responses(401, 404),
+    responses=responses_for(401, 404),
     summary="Read a saga with its steps and timeline",
 )
 async def get_saga(saga_id: SagaId, sagas: Reader, _: Viewer) -> dict[str, Any]:
@@ -253,7 +253,7 @@ async def get_saga(saga_id: SagaId, sagas: Reader, _: Viewer) -> dict[str, Any]:
 @router.get(
     "/sagas/{saga_id}/timeline",
     response_model=schemas.TimelinePage,
-    responses=_responses(401, 404),
+    responses=responses_for(401, 404),
     summary="Page through a saga's history, oldest first",
 )
 async def get_timeline(
@@ -289,7 +289,7 @@ async def _act(
     return view
 
 
-_ACTION_ERRORS = _responses(401, 403, 404, 409, 422)
+_ACTION_ERRORS = responses_for(401, 403, 404, 409, 422)
 
 
 @router.post(
@@ -373,7 +373,7 @@ class CachedStats:
 @router.get(
     "/metrics",
     response_class=PlainTextResponse,
-    responses=_responses(401),
+    responses=responses_for(401),
     summary="Prometheus metrics: this process's counters and the database's gauges (cached "
     "for SAGA_METRICS_CACHE_S; a bearer token when SAGA_METRICS_TOKEN is set)",
 )

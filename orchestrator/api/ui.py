@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import secrets
 import urllib.parse
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from fastapi.sse import EventSourceResponse, ServerSentEvent
 from fastapi.templating import Jinja2Templates
 
-from orchestrator.api import auth, diagram_svg, session
+from orchestrator.api import auth, diagram_svg, guards, session, stream
 from orchestrator.api.routes import Reader, Sagas, is_uuid
 from orchestrator.saga.errors import OrchestratorError
 from orchestrator.saga.machine import SagaStatus
@@ -19,6 +21,7 @@ from orchestrator.store.queries import SagaFilter
 
 router = APIRouter(prefix="/ui", include_in_schema=False)
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
+LIVE_SCRIPT = (Path(__file__).parent / "static" / "saga-live.js").read_bytes()
 PAGE = 25
 
 
@@ -172,12 +175,51 @@ async def saga_detail(request: Request, saga_id: str, reads: Reader, sagas: Saga
         return page
     definition = sagas.definition(view["type"], view["definition_version"])
     statuses = {s["name"]: s["status"] for s in view["steps"]}
-    return _page(
+    timeline = view["timeline"]
+    page = _page(
         request,
         "detail.html",
         saga=view,
+        events_url=f"/ui/sagas/{view['id']}/events"
+        + (f"?after={timeline[-1]['id']}" if timeline else ""),
         can_act=who.role >= auth.Role.OPERATOR,
         diagram=diagram_svg.render(definition, statuses, _current_step(view)),
+    )
+    page.headers["content-security-policy"] = guards.LIVE_PAGE_CSP  # its live script
+    return page
+
+
+async def _signed_in_viewer(request: Request) -> auth.Principal:
+    who = _who(request)
+    if who is None:
+        raise HTTPException(401, "sign in to the dashboard first")
+    return who
+
+
+@router.get("/sagas/{saga_id}/events", response_class=EventSourceResponse)
+async def saga_events(
+    _: Annotated[auth.Principal, Depends(_signed_in_viewer)],
+    followed: stream.Followed,
+    reads: Reader,
+    request: Request,
+) -> AsyncIterator[ServerSentEvent]:
+    """GET /sagas/{id}/events for the saga page, with its session cookie (which is scoped
+    to /ui). Every entry is a `timeline` event: an EventSource hears a named event only
+    with a listener for that name, and the kinds are not a closed set."""
+    async for event in stream.events(reads, followed, stream.pacing(request), _timeline):
+        yield event
+
+
+def _timeline(entry: dict[str, Any]) -> str:
+    return "timeline"
+
+
+@router.get("/static/saga-live.js")
+async def live_script() -> Response:
+    return Response(
+        LIVE_SCRIPT,
+        media_type="text/javascript; charset=utf-8",
+        headers={"cache-control": "no-cache"},
     )
 
 

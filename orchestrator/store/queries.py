@@ -118,6 +118,22 @@ class SqlSagaReader:
                 return None
             return await _timeline(conn, saga_id, after, limit)
 
+    async def timeline_since(
+        self, saga_id: str, after: int | None, limit: int
+    ) -> tuple[str, list[dict[str, Any]]] | None:
+        """The saga's status and its timeline after the entry `after`, as of one snapshot:
+        a settled status with fewer than `limit` entries means none is left to read. None
+        when no saga has this id. Sealed fields leave as their mask, as in `saga_view`."""
+        async with self._engine.connect() as conn:
+            await conn.execution_options(isolation_level="REPEATABLE READ")
+            status = await conn.scalar(sa.select(saga.c.status).where(saga.c.id == saga_id))
+            if status is None:
+                return None
+            entries: list[dict[str, Any]] = sealed.masked(
+                await _timeline(conn, saga_id, after, limit)
+            )
+            return str(status), entries
+
     async def stats(self) -> dict[str, Any]:
         async with self._engine.connect() as conn:
             counts = await conn.execute(

@@ -91,3 +91,43 @@ def test_an_operator_finds_a_compensated_saga_and_retries_a_failed_one(
     assert page.inner_text("#saga-status") == "completed"
     assert "operator_retry" in page.inner_text("#timeline")
     page.screenshot(path=str(OUTPUT / "dashboard-retried.png"), full_page=True)
+
+
+def test_a_running_sagas_page_shows_it_finish_without_a_reload(system: System, page: Any) -> None:
+    OUTPUT.mkdir(exist_ok=True)
+    sku = new_sku(system, 10)
+    system.stop("payment")  # the saga waits on its charge until payment is back
+    try:
+        saga_id = system.start_saga(order(sku), version=1)
+        system.wait_timeline(saga_id, "command_sent", "charge_payment")
+        opened = page.goto(f"{system.url}/ui/sagas/{saga_id}")
+        if page.url.endswith("/ui/login"):
+            sign_in(page, system)
+            opened = page.goto(f"{system.url}/ui/sagas/{saga_id}")
+        assert page.inner_text("#saga-status") == "running"
+        policy = opened.headers["content-security-policy"]
+        assert "script-src 'self'; connect-src 'self'" in policy  # a file; nothing inline
+        rows = page.locator("#timeline tbody tr").count()
+        page.evaluate("window.sameDocument = true")  # a reload would lose it
+    finally:
+        system.start("payment")
+
+    # a locator, not a JavaScript predicate: the page's CSP forbids evaluating strings
+    page.locator("#saga-status.completed").wait_for(timeout=60_000)
+    page.wait_for_selector("#saga-live[data-ended=true]", state="attached", timeout=10_000)
+    assert page.evaluate("window.sameDocument") is True
+    assert page.locator("#timeline tbody tr").count() > rows
+    timeline = page.inner_text("#timeline")
+    assert "step_succeeded" in timeline
+    assert "saga_completed" in timeline
+    assert page.inner_text("#steps").count("succeeded") == 3
+    assert page.locator("#diagram svg g.step[data-status=succeeded]").count() == 3
+    ids = [
+        int(i)
+        for i in page.locator("#timeline tbody tr").evaluate_all(
+            "rows => rows.map(r => r.dataset.id)"
+        )
+    ]
+    assert ids == sorted(set(ids)), "each entry once, in order"
+    assert ids == [e["id"] for e in system.saga(saga_id)["timeline"]]
+    page.screenshot(path=str(OUTPUT / "dashboard-live.png"), full_page=True)
