@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator import codec, message_examples, signing
+from orchestrator.example_inputs import EXAMPLE_INPUTS
 from orchestrator.message_schemas import (
     DIALECT,
     MessageContract,
@@ -133,7 +134,7 @@ def start_schema() -> dict[str, Any]:
             "idempotencyKey": {"type": "string", "minLength": 1, "maxLength": MAX_KEY_CHARS},
         },
         "additionalProperties": False,
-        "examples": [{"type": "order", "input": message_examples.EXAMPLE_INPUTS["order"]}],
+        "examples": [{"type": "order", "input": EXAMPLE_INPUTS["order"]}],
     }
 
 

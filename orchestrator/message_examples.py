@@ -11,34 +11,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from orchestrator import codec, input_schema, payload_schemas, sealed
+from orchestrator.example_inputs import EXAMPLE_INPUTS
 from orchestrator.saga import messages
 from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.definition import SagaDefinition, Step
 from orchestrator.testing import SagaHarness, Scripted
-
-EXAMPLE_INPUTS: dict[str, dict[str, Any]] = {
-    "order": {
-        "orderId": "o-1",
-        "customerId": "c-1",
-        "items": [{"sku": "SKU-RED", "quantity": 2}],
-        "amount": "49.90",
-        "currency": "EUR",
-        "card": "4242424242424242",
-        "shippingAddress": {
-            "country": "DE",
-            "city": "Berlin",
-            "line1": "Main St 1",
-            "postalCode": "10115",
-        },
-    },
-    "trip": {
-        "tripId": "t-1",
-        "traveller": "Ada",
-        "flight": {"from": "BER", "to": "LIS", "date": "2026-06-01"},
-        "hotel": {"city": "Lisbon", "checkIn": "2026-06-01", "nights": 3},
-        "car": {"city": "Lisbon", "days": 2},
-    },
-}
 
 
 class _RecordingHarness(SagaHarness):

@@ -7,20 +7,9 @@ from typing import Any
 
 import pydantic
 
-EXAMPLE_ORDER: dict[str, Any] = {
-    "orderId": "o-1",
-    "customerId": "c-1",
-    "items": [{"sku": "SKU-RED", "quantity": 2}],
-    "amount": "49.90",
-    "currency": "EUR",
-    "card": "4242424242424242",
-    "shippingAddress": {
-        "country": "DE",
-        "city": "Berlin",
-        "line1": "Main St 1",
-        "postalCode": "10115",
-    },
-}
+from orchestrator.example_inputs import EXAMPLE_INPUTS
+
+EXAMPLE_ORDER = EXAMPLE_INPUTS["order"]
 
 
 class StartSaga(pydantic.BaseModel):

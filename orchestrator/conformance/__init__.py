@@ -26,7 +26,7 @@ from rich.text import Text
 
 from orchestrator import sagas, sealed, signing
 from orchestrator.conformance import envelope, scenarios
-from orchestrator.conformance.examples import EXAMPLE_INPUTS, NoSubjectError, subject
+from orchestrator.conformance.examples import NoSubjectError, subject
 from orchestrator.conformance.probe import RULES, Check, Probe, ReplyValidator, Status
 from orchestrator.conformance.wire import MissingTopicError, Wire
 from orchestrator.saga.errors import OrchestratorError
@@ -34,7 +34,6 @@ from orchestrator.settings import Settings
 from orchestrator.transport.security import kafka_security
 
 __all__ = [
-    "EXAMPLE_INPUTS",
     "RULES",
     "Check",
     "MissingTopicError",

@@ -8,34 +8,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from orchestrator import input_schema, sealed
+from orchestrator.example_inputs import EXAMPLE_INPUTS  # `--input` gives one for another saga
 from orchestrator.saga.definition import DefinitionRegistry, Payload, SagaDefinition, Step
 from orchestrator.saga.errors import InvalidSagaInputError, OrchestratorError
-
-# A valid input of each shipped saga; every payload is built from it as the orchestrator
-# builds a command's (`--input` gives one for another saga).
-EXAMPLE_INPUTS: Mapping[str, Mapping[str, Any]] = {
-    "order": {
-        "orderId": "conformance",
-        "customerId": "conformance",
-        "items": [{"sku": "SKU-RED", "quantity": 1}],
-        "amount": "9.90",
-        "currency": "EUR",
-        "card": "4242424242424242",
-        "shippingAddress": {
-            "country": "DE",
-            "city": "Berlin",
-            "line1": "Main St 1",
-            "postalCode": "10115",
-        },
-    },
-    "trip": {
-        "tripId": "conformance",
-        "traveller": "Ada Lovelace",
-        "flight": {"from": "BER", "to": "LIS", "date": "2027-05-01"},
-        "hotel": {"city": "Lisbon", "checkIn": "2027-05-01", "nights": 3},
-        "car": {"city": "Lisbon", "days": 3},
-    },
-}
 
 
 class NoSubjectError(OrchestratorError):

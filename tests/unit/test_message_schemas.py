@@ -20,7 +20,8 @@ import pytest
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from orchestrator import asyncapi, codec, message_examples, payload_schemas
+from orchestrator import asyncapi, codec, payload_schemas
+from orchestrator.example_inputs import EXAMPLE_INPUTS
 from orchestrator.message_schemas import breaking_changes, published_definitions
 from orchestrator.saga import messages
 from orchestrator.testing import SagaHarness, check_compensation_matrix
@@ -289,7 +290,7 @@ def test_every_message_of_the_pure_core_matches_its_schema(generated: dict[str, 
         patch.setattr(SagaHarness, "_apply", applying)
         patch.setattr(SagaHarness, "deliver", delivering)
         for definition in published_definitions():
-            saga_input = message_examples.EXAMPLE_INPUTS[definition.name]
+            saga_input = EXAMPLE_INPUTS[definition.name]
             assert check_compensation_matrix(definition, saga_input) == []
     assert {m.kind for m in seen} == set(messages.Kind)
     for message in seen:
