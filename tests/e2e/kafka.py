@@ -8,6 +8,7 @@ import json
 import math
 import uuid
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -85,9 +86,8 @@ def first(system: System, topic: str, key: str, timeout_s: float = 30) -> bytes:
     return asyncio.run(_first(system, topic, key.encode(), timeout_s))
 
 
-async def _appended_at(servers: str, topics: list[str]) -> dict[str, tuple[float, int]]:
-    """message id -> when the broker first took it (s since the epoch), and on which
-    partition; copies come later."""
+async def every_record(servers: str, topics: list[str]) -> AsyncIterator[Any]:
+    """Every record now on the topics, from the beginning of each partition to its end."""
     consumer = AIOKafkaConsumer(bootstrap_servers=servers.split(","), enable_auto_commit=False)
     await consumer.start()
     try:
@@ -98,17 +98,24 @@ async def _appended_at(servers: str, topics: list[str]) -> dict[str, tuple[float
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
         ends = await consumer.end_offsets(tps)
-        first: dict[str, tuple[float, int]] = {}
         while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
             for records in (await consumer.getmany(timeout_ms=1000)).values():
                 for r in records:
-                    with contextlib.suppress(ValueError, KeyError, TypeError):
-                        message_id = json.loads(r.value)["messageId"]
-                        taken = (r.timestamp / 1000, r.partition)
-                        first[message_id] = min(first.get(message_id, (math.inf, 0)), taken)
-        return first
+                    yield r
     finally:
         await consumer.stop()
+
+
+async def _appended_at(servers: str, topics: list[str]) -> dict[str, tuple[float, int]]:
+    """message id -> when the broker first took it (s since the epoch), and on which
+    partition; copies come later."""
+    first: dict[str, tuple[float, int]] = {}
+    async for r in every_record(servers, topics):
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            message_id = json.loads(r.value)["messageId"]
+            taken = (r.timestamp / 1000, r.partition)
+            first[message_id] = min(first.get(message_id, (math.inf, 0)), taken)
+    return first
 
 
 def appended_at(system: System, topics: list[str]) -> dict[str, float]:

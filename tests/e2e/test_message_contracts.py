@@ -19,10 +19,10 @@ from typing import Any
 
 import jsonschema
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.conftest import service_urls
+from tests.e2e.kafka import every_record
 from tests.e2e.orders import DECLINED_CARD, new_sku, order
 from tests.e2e.system import System
 
@@ -61,26 +61,10 @@ async def _every_record(kafka: str, namespace: str) -> list[Record]:
         )
     finally:
         await admin.close()
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.split(","), enable_auto_commit=False)
-    await consumer.start()
-    try:
-        await consumer._client.set_topics(topics)  # loads their partitions; no public way
-        partitions = [
-            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        records: list[Record] = []
-        while [tp for tp in partitions if await consumer.position(tp) < ends[tp]]:
-            for batch in (await consumer.getmany(timeout_ms=1000)).values():
-                records += [
-                    (r.topic, r.key, r.value or b"", {k: v.decode() for k, v in r.headers})
-                    for r in batch
-                ]
-        return records
-    finally:
-        await consumer.stop()
+    return [
+        (r.topic, r.key, r.value or b"", {k: v.decode() for k, v in r.headers})
+        async for r in every_record(kafka, topics)
+    ]
 
 
 def channel_of_message(document: dict[str, Any], namespace: str) -> dict[str, str]:
