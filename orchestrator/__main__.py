@@ -89,13 +89,21 @@ def _add_contracts(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         "export", help="write DIR/asyncapi.json and DIR/schemas/<message type>.v<N>.json"
     )
     export.add_argument("directory", metavar="DIR", help="e.g. contracts (the checked-in copy)")
+    export.add_argument(
+        "--allow-breaking",
+        action="store_true",
+        help="overwrite published schemas even where a change breaks their readers",
+    )
 
 
 def _contracts(args: argparse.Namespace) -> None:
     """Needs no settings: the contracts come from the code alone."""
     from orchestrator import asyncapi
 
-    written = asyncapi.export(Path(args.directory))
+    try:
+        written = asyncapi.export(Path(args.directory), args.allow_breaking)
+    except asyncapi.BreakingChangeError as exc:
+        sys.exit(f"orchestrator: {exc}")
     print(f"wrote {len(written)} files to {args.directory}")
 
 

@@ -23,6 +23,8 @@ from orchestrator.message_schemas import (
 from orchestrator.saga import messages
 from orchestrator.saga.contracts import Contracts
 from orchestrator.saga.definition import SagaDefinition
+from orchestrator.saga.errors import OrchestratorError
+from orchestrator.schema_changes import breaking_changes
 from orchestrator.settings import Settings
 from orchestrator.transport.dead_letters import ORIGIN_HEADERS
 from orchestrator.transport.ingress import MAX_KEY_CHARS
@@ -266,9 +268,23 @@ def contract_files(
     return files
 
 
-def export(directory: Path) -> list[Path]:
-    """Write the contracts under `directory`, removing schema files no longer published."""
+class BreakingChangeError(OrchestratorError):
+    """A published message schema would change in a way its readers or writers cannot
+    survive: publish a new payload version instead."""
+
+
+def export(directory: Path, allow_breaking: bool = False) -> list[Path]:
+    """Write the contracts under `directory`, removing schema files no longer published.
+    A schema already there is the published one: a breaking change to it (or its removal)
+    is refused, naming each rule, unless `allow_breaking`; nothing is written then."""
     files = contract_files()
+    if not allow_breaking:
+        problems = breaking_exports(directory, files)
+        if problems:
+            raise BreakingChangeError(
+                "breaking changes to published message schemas (add a payload version "
+                "instead, or pass --allow-breaking):\n  " + "\n  ".join(problems)
+            )
     schemas = directory / "schemas"
     schemas.mkdir(parents=True, exist_ok=True)
     for stale in schemas.glob("*.json"):
@@ -280,6 +296,19 @@ def export(directory: Path) -> list[Path]:
         path.write_text(text)
         written.append(path)
     return written
+
+
+def breaking_exports(directory: Path, files: Mapping[str, str]) -> list[str]:
+    """What exporting `files` would break in the schemas published under `directory`."""
+    problems = []
+    for published in sorted((directory / "schemas").glob("*.json")):
+        relative = f"schemas/{published.name}"
+        if relative not in files:
+            problems.append(f"message-removed: {published.stem}: no longer published")
+            continue
+        old, new = json.loads(published.read_text()), json.loads(files[relative])
+        problems += [f"{published.stem}: {p}" for p in breaking_changes(old, new)]
+    return problems
 
 
 def _json(value: Any) -> str:

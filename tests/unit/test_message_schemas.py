@@ -205,6 +205,25 @@ def test_code_changes_no_checked_in_schema_in_a_breaking_way(generated: dict[str
     )
 
 
+def test_export_refuses_to_break_a_published_schema(tmp_path: Path) -> None:
+    asyncapi.export(tmp_path)
+    published = tmp_path / "schemas" / "payment.charge.v1.json"
+    schema = json.loads(published.read_text())
+    schema["properties"]["payload"]["properties"]["legacyField"] = {"type": "string"}
+    published.write_text(json.dumps(schema))
+    (tmp_path / "schemas" / "retired.command.v1.json").write_text("{}")
+
+    with pytest.raises(asyncapi.BreakingChangeError) as refused:
+        asyncapi.export(tmp_path)
+    assert "payment.charge.v1: field-removed: payload.legacyField" in str(refused.value)
+    assert "message-removed: retired.command.v1" in str(refused.value)
+    assert json.loads(published.read_text()) == schema, "nothing written"
+
+    asyncapi.export(tmp_path, allow_breaking=True)
+    assert "legacyField" not in published.read_text()
+    assert not (tmp_path / "schemas" / "retired.command.v1.json").exists()
+
+
 def asyncapi_validator() -> jsonschema.Draft7Validator:
     """The official schema bundles its parts under definitions, each keyed by its $id."""
     schema = json.loads(ASYNCAPI_SCHEMA.read_text())
