@@ -306,9 +306,11 @@ def test_a_forged_abort_changes_no_saga(system: System) -> None:
     with signed_in(system, OPERATOR_TOKEN) as client:
         fields = form(client, f"/ui/sagas/{saga_id}", reason="forged")
         target = f"/ui/sagas/{saga_id}/abort"
+        token = fields["csrf"]
+        tampered = token[:-1] + ("0" if token[-1] != "0" else "1")
         answers = [
             client.post(target, data={"reason": "forged"}),
-            client.post(target, data={**fields, "csrf": fields["csrf"][:-1] + "0"}),
+            client.post(target, data={**fields, "csrf": tampered}),
             client.post(target, data=fields, headers={"Origin": "https://evil.example"}),
             client.post(
                 target,
