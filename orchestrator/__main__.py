@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> None:
         _contracts(args)
         return
     try:
-        settings = load_settings()
+        settings = _settings(args)
     except SettingsError as exc:
         sys.exit(f"orchestrator: {exc.message}")
     logs.configure(settings.log_level, settings.log_format)
@@ -145,6 +145,13 @@ def main(argv: list[str] | None = None) -> None:
         _run(args, settings)
     except OrchestratorError as exc:  # a configuration problem found at start-up
         sys.exit(f"orchestrator: {exc.message}")
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    if args.command != "conformance":
+        return load_settings()
+    given = {"kafka_bootstrap_servers": args.kafka, "topic_namespace": args.namespace}
+    return load_settings(database=False, **{k: v for k, v in given.items() if v})
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -367,9 +367,19 @@ def env_file() -> Path | None:
     return None
 
 
-def load_settings() -> Settings:
+class _WithoutDatabase(Settings):
+    """For a command that never opens PostgreSQL: the URL may be unset. Its default names a
+    host in the reserved .invalid domain, so a connection made by mistake fails by name."""
+
+    database_url: str = "postgresql://no-database.invalid/unused"
+
+
+def load_settings(*, database: bool = True, **given: Any) -> Settings:
+    """The settings from the environment and .env; `given` (a command's options) wins over
+    both and is validated the same way. `database=False` when the command never opens it."""
+    kind = Settings if database else _WithoutDatabase
     try:
-        return Settings(_env_file=env_file())
+        return kind(_env_file=env_file(), **given)
     except pydantic.ValidationError as exc:
         lines = [
             f"  SAGA_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']}"

@@ -126,13 +126,8 @@ def _shown(detail: str, limit: int = 300) -> str:
 
 
 def command(args: argparse.Namespace, settings: Settings) -> int:
-    """`orchestrator conformance`: the run, on the broker and namespace given or set."""
-    settings = settings.model_copy(
-        update={
-            "kafka_bootstrap_servers": args.kafka or settings.kafka_bootstrap_servers,
-            "topic_namespace": args.namespace or settings.topic_namespace,
-        }
-    )
+    """`orchestrator conformance`: the run, on the broker and namespace of the settings (the
+    options --kafka and --namespace are already in them)."""
     saga_input = None
     if args.input:
         try:

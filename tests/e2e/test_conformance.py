@@ -10,6 +10,7 @@ import io
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -162,8 +163,15 @@ async def test_a_broken_participant_fails_naming_the_rule(
 
 
 def test_the_cli_prints_the_table_and_exits_0_only_when_every_rule_is_kept(
-    participants: System,
+    participants: System, tmp_path: Path
 ) -> None:
+    """With the broker and namespace as options and no database anywhere, as a participant's
+    author without the orchestrator's PostgreSQL runs it."""
+    (tmp_path / "empty.env").write_text("")
+    unset = ("SAGA_DATABASE_URL", "SAGA_KAFKA_BOOTSTRAP_SERVERS", "SAGA_TOPIC_NAMESPACE")
+    env = {k: v for k, v in participants.env.items() if k not in unset}
+    env |= {"SAGA_ENV_FILE": str(tmp_path / "empty.env"), "COLUMNS": "200"}
+
     def run(participant: str, namespace: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
@@ -180,7 +188,7 @@ def test_the_cli_prints_the_table_and_exits_0_only_when_every_rule_is_kept(
                 "--timeout",
                 "10",
             ],
-            env={**participants.env, "COLUMNS": "200"},
+            env=env,
             capture_output=True,
             text=True,
         )
