@@ -123,16 +123,13 @@ class SqlSagaReader:
     ) -> tuple[str, list[dict[str, Any]]] | None:
         """The saga's status and its timeline after the entry `after`, as of one snapshot:
         a settled status with fewer than `limit` entries means none is left to read. None
-        when no saga has this id. Sealed fields leave as their mask, as in `saga_view`."""
+        when no saga has this id."""
         async with self._engine.connect() as conn:
             await conn.execution_options(isolation_level="REPEATABLE READ")
             status = await conn.scalar(sa.select(saga.c.status).where(saga.c.id == saga_id))
             if status is None:
                 return None
-            entries: list[dict[str, Any]] = sealed.masked(
-                await _timeline(conn, saga_id, after, limit)
-            )
-            return str(status), entries
+            return str(status), await _timeline(conn, saga_id, after, limit)
 
     async def stats(self) -> dict[str, Any]:
         async with self._engine.connect() as conn:
@@ -231,7 +228,8 @@ async def _timeline(
     if after is not None:
         query = query.where(saga_timeline.c.id > after)
     rows = await conn.execute(query.order_by(saga_timeline.c.id).limit(limit))
-    return [_entry(e) for e in rows.mappings()]
+    # every reader of the timeline reads it here: sealed fields leave as their mask
+    return [sealed.masked(_entry(e)) for e in rows.mappings()]
 
 
 def _encode_cursor(row: sa.RowMapping) -> str:

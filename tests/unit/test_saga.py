@@ -4,6 +4,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from orchestrator.example_inputs import EXAMPLE_INPUTS
 from orchestrator.saga import messages
 from orchestrator.saga import saga as core
 from orchestrator.saga.definition import DefinitionRegistry, RetryPolicy, SagaDefinition, Step
@@ -13,22 +14,7 @@ from orchestrator.sagas import order
 from orchestrator.testing import SagaHarness, check_compensation_matrix
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
-ORDER_INPUT = order.validate_input(
-    {
-        "orderId": "o-1",
-        "customerId": "c-1",
-        "items": [{"sku": "SKU-RED", "quantity": 2}],
-        "amount": "49.90",
-        "currency": "EUR",
-        "card": "4242424242424242",
-        "shippingAddress": {
-            "country": "DE",
-            "city": "Berlin",
-            "line1": "Main St 1",
-            "postalCode": "10115",
-        },
-    }
-)
+ORDER_INPUT = order.validate_input(EXAMPLE_INPUTS["order"])
 
 
 def harness(definition: SagaDefinition = order.DEFINITION) -> SagaHarness:
