@@ -41,6 +41,8 @@ log = structlog.get_logger(__name__)
 
 Apply = Callable[[list[Consumed]], Awaitable[None]]
 
+METADATA_MAX_AGE_MS = 10_000
+
 
 class _Lane:
     """The records of one partition, applied one call after the other."""
@@ -94,6 +96,11 @@ class ConsumerLoop:
             **({"group_instance_id": instance_id} if instance_id else {}),
             # the broker holds an empty fetch this long: an idle consumer asks twice a second
             "fetch_max_wait_ms": 500,
+            # The group's leader hands out only the partitions in its own metadata, and a
+            # broker that has not caught up with a new topic yet can leave the topic out of
+            # it: the group then holds nothing until the leader's next refresh, which by
+            # default is five minutes away.
+            "metadata_max_age_ms": METADATA_MAX_AGE_MS,
         }
         self._consumer: AIOKafkaConsumer | None = None
         self._lanes: dict[TopicPartition, _Lane] = {}

@@ -10,9 +10,10 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from orchestrator.transport.consumer import Consumed
-from orchestrator.transport.loop import ConsumerLoop
+from orchestrator.transport.loop import METADATA_MAX_AGE_MS, ConsumerLoop
 from tests.conftest import service_urls
 from tests.e2e.kafka import fresh_topic
 
@@ -111,6 +112,33 @@ async def test_a_slow_record_does_not_hold_up_a_rebalance() -> None:
             assert applied == [(1, b"b%d" % i) for i in range(20)]
             slow.set()
             await until(lambda: (0, b"slow") in applied, "the slow record applied")
+
+
+async def test_the_group_takes_up_partitions_its_leader_had_not_seen() -> None:
+    """The group's leader assigns only what its own metadata holds; partitions it learns of
+    later (here added to the topic, on a cluster also a new topic a lagging broker left out)
+    are assigned at its next refresh, seconds away rather than Kafka's default five minutes."""
+    _, kafka = service_urls()
+    applied: list[tuple[int, bytes]] = []
+
+    async def apply(records: list[Consumed]) -> None:
+        applied.extend((record.partition, record.value or b"") for record in records)
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    async with fresh_topic(kafka, 1) as topic, consuming(kafka, topic, group, apply) as loop:
+        await until(lambda: len(loop.assignment()) == 1, "the one partition assigned")
+        admin = AIOKafkaAdminClient(bootstrap_servers=kafka.split(","))
+        await admin.start()
+        try:
+            await admin.create_partitions({topic: NewPartitions(total_count=2)})
+        finally:
+            await admin.close()
+        await produce(kafka, topic, [(1, b"on-the-new-partition")])
+        await until(
+            lambda: applied == [(1, b"on-the-new-partition")],
+            "the record on the added partition applied",
+            timeout_s=3 * METADATA_MAX_AGE_MS / 1000 + 20,
+        )
 
 
 async def test_each_partition_is_applied_once_in_its_order_under_load() -> None:
