@@ -631,19 +631,21 @@ def longest_waits(
 ) -> dict[str, float]:
     """Per fault kind, the longest part of a wait (appended, applied, consumer) that passed
     while that fault was the latest one begun: a message held up by one fault and applied
-    after the next began counts against each for its own part. A fault that stops one
+    after the next began counts against each for its own part. A kind under which no
+    message it could hold up was applied (a last fault after the last saga) is left out:
+    it measured nothing. A fault that stops one
     consumer is charged for that consumer's messages only: a worker's SIGKILL does not hold
     up a command the shipping service is busy with."""
     began = sorted(started)
     times = [t for t, _ in began]
-    longest: dict[str, float] = {kind: 0.0 for _, kind in began}
+    longest: dict[str, float] = {}
     for appended, applied, consumer in waits:
         end = applied
         i = bisect.bisect_right(times, applied) - 1
         while i >= 0:
             kind = began[i][1]
             if stopped_by(kind) in (None, consumer):
-                longest[kind] = max(longest[kind], end - max(appended, times[i]))
+                longest[kind] = max(longest.get(kind, 0.0), end - max(appended, times[i]))
             if times[i] <= appended:
                 break
             end, i = times[i], i - 1
@@ -702,7 +704,7 @@ def report(
     lines += [f"{k:<40} {v:>6}" for k, v in summary.items()]
     lines += ["", f"{'fault injected':<40} {'times':>6} {'longest pause s':>16} {'bound s':>8}"]
     for k, v in sorted(faults.items()):
-        pause = f"{longest[k]:.1f}" if k in longest else "-"
+        pause = f"{longest[k]:.1f}" if k in longest else "none applied"
         bound = f"{PAUSE_BOUNDS_S[k]:.0f}" if k in PAUSE_BOUNDS_S else "-"
         lines.append(f"{k:<40} {v:>6} {pause:>16} {bound:>8}")
     lines += ["", f"{'check':<48} {'result':<6} detail"]
