@@ -633,9 +633,9 @@ def longest_waits(
     while that fault was the latest one begun: a message held up by one fault and applied
     after the next began counts against each for its own part. A kind under which no
     message it could hold up was applied (a last fault after the last saga) is left out:
-    it measured nothing. A fault that stops one
-    consumer is charged for that consumer's messages only: a worker's SIGKILL does not hold
-    up a command the shipping service is busy with."""
+    it measured nothing. A fault that stops one consumer is charged for that consumer's
+    messages only: a worker's SIGKILL does not hold up a command the shipping service is
+    busy with."""
     began = sorted(started)
     times = [t for t, _ in began]
     longest: dict[str, float] = {}
